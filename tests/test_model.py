@@ -1,0 +1,129 @@
+"""The model, the ELBO and sampling, checked against independent computations."""
+
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+
+@pytest.fixture
+def model(nb):
+    torch.manual_seed(0)
+    return nb.VAE(sigma=0.1, latent_dim=3)
+
+
+@pytest.fixture
+def images(nb):
+    torch.manual_seed(1)
+    return nb.dequantize(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8))
+
+
+def test_calc_elbo_matches_the_gaussian_formulas(nb, model, images):
+    torch.manual_seed(123)
+    terms = model.calc_elbo(images)
+
+    torch.manual_seed(123)  # the same reparameterization noise, drawn by hand
+    mean, log_std = model.encoder(images)
+    std = log_std.exp()
+    z = mean + std * torch.randn_like(mean)
+    pixel_mean = model.decoder(z)
+    sigma = 0.1
+    log_lik = (-0.5 * ((images - pixel_mean) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi))
+    reconstruction = log_lik.sum(dim=(1, 2, 3))
+    kl = 0.5 * (std**2 + mean**2 - 1 - 2 * log_std).sum(dim=1)
+
+    torch.testing.assert_close(terms.reconstruction, reconstruction.mean())
+    torch.testing.assert_close(terms.kl, kl.mean())
+    torch.testing.assert_close(terms.neg_elbo, (kl - reconstruction).mean())
+    assert terms.kl > 0
+
+
+def test_kl_is_zero_when_the_posterior_is_the_prior(model, images):
+    for head in (model.encoder.mean, model.encoder.log_std):
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    assert model.calc_elbo(images).kl.item() == 0.0
+
+
+def test_pixel_sigma_scales_the_reconstruction_term(nb, images):
+    torch.manual_seed(0)
+    a = nb.VAE(sigma=0.1, latent_dim=3)
+    b = nb.VAE(sigma=0.2, latent_dim=3)
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(5)
+    rec_a = a.calc_elbo(images).reconstruction
+    torch.manual_seed(5)
+    rec_b = b.calc_elbo(images).reconstruction
+    # log N(x; m, s) = -SSE / (2 s^2) - D log s - D/2 log 2pi: recover the SSE from a and predict b.
+    d = 784
+    sse = -2 * 0.01 * (rec_a + d * math.log(0.1) + d / 2 * math.log(2 * math.pi))
+    torch.testing.assert_close(rec_b, -sse / (2 * 0.04) - d * math.log(0.2) - d / 2 * math.log(2 * math.pi))
+
+
+def test_gradients_reach_encoder_and_decoder(model, images):
+    model.calc_elbo(images).neg_elbo.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_encoder_is_convolutions_with_two_stride_2_then_linear_layers(model):
+    layers = [m for m in model.encoder.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    assert len(convs) >= 3
+    assert sum(conv.stride == (2, 2) for conv in convs) == 2
+    first_linear = next(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+    assert all(isinstance(m, nn.Linear) for m in layers[first_linear:])
+    assert len(layers) - first_linear >= 3  # several fully connected layers plus the heads
+    assert model.encoder.mean.out_features == model.encoder.log_std.out_features == 3
+
+
+def test_posterior_is_diagonal_gaussian_with_exp_log_std(model, images):
+    q = model.posterior(images)
+    mean, log_std = model.encoder(images)
+    torch.testing.assert_close(q.mean, mean)
+    torch.testing.assert_close(q.stddev, log_std.exp())
+    assert q.event_shape == (3,)
+
+
+def test_decoder_is_linear_layers_then_transposed_convolutions(model):
+    layers = [m for m in model.decoder.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    kinds = [type(m) for m in layers]
+    n_linear = kinds.count(nn.Linear)
+    assert n_linear >= 2 and kinds[:n_linear] == [nn.Linear] * n_linear
+    assert all(k is nn.ConvTranspose2d for k in kinds[n_linear:]) and len(kinds) - n_linear >= 2
+    out = model.decoder(torch.randn(7, 3))
+    assert out.shape == (7, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+
+
+def test_prior_has_no_parameters(nb, model):
+    own = sum(p.numel() for p in model.parameters())
+    assert own == sum(p.numel() for p in model.encoder.parameters()) + sum(
+        p.numel() for p in model.decoder.parameters())
+    p = model.prior(4)
+    assert not p.mean.requires_grad and (p.mean == 0).all() and (p.stddev == 1).all()
+    assert len(model.state_dict()) == len(model.encoder.state_dict()) + len(model.decoder.state_dict())
+
+
+def test_sample_shape_range_and_no_gradients(model):
+    samples = model.sample(6)
+    assert samples.shape == (6, 1, 28, 28)
+    assert not samples.requires_grad
+    assert 0 <= samples.min() and samples.max() <= 1
+
+
+def test_sample_takes_only_the_number_of_samples(model):
+    assert list(inspect.signature(model.sample).parameters) == ["n"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", None, True])
+def test_sample_rejects_anything_but_a_positive_integer(model, bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        model.sample(bad)
+
+
+def test_bits_per_dim_conversion(nb):
+    assert nb.nats_to_bpd(0.0) == pytest.approx(8.0)  # a uniform density on [0,1)^D: 8 bits per 8-bit pixel
+    assert nb.nats_to_bpd(784 * math.log(2)) == pytest.approx(9.0)

@@ -1,0 +1,44 @@
+"""The whole notebook, executed end to end on the real MNIST in a fast smoke mode (papermill)."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import papermill
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = ["results_table.png", "elbo_curves.png", "reconstruction_kl_curves.png", "samples.png",
+           "interpolations.png"]
+
+
+def tree_digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def smoke_env(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PATH_DATASETS", str(mnist_root))
+    monkeypatch.setenv("PATH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("PATH_FIGURES", str(tmp_path / "figures"))
+    return tmp_path
+
+
+def test_notebook_runs_end_to_end_in_smoke_mode(smoke_env):
+    committed = {name: tree_digest(REPO / name) for name in ("checkpoints", "figures")}
+    out = smoke_env / "executed.ipynb"
+    papermill.execute_notebook(str(REPO / "vae_mnist.ipynb"), str(out), cwd=str(smoke_env), kernel_name="python3",
+                               parameters={"MAX_EPOCHS": 1, "LIMIT_BATCHES": 4}, progress_bar=False)
+
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "training a new model for 1 epochs" in text
+    assert sorted(p.name for p in (smoke_env / "figures").iterdir()) == sorted(FIGURES)
+    assert [p.suffix for p in sorted((smoke_env / "checkpoints").iterdir())] == [".ckpt", ".json"]
+    images = sum("image/png" in o.get("data", {}) for o in outputs)
+    assert images == len(FIGURES)  # every saved figure is also shown in the notebook
+    assert {name: tree_digest(REPO / name) for name in ("checkpoints", "figures")} == committed
+    assert os.environ["PATH_CHECKPOINTS"] != str(REPO / "checkpoints")
