@@ -21,6 +21,14 @@ def test_dequantize_keeps_each_pixel_in_its_own_bin(nb):
     assert noise.std().item() == pytest.approx((1 / 12) ** 0.5, abs=0.01)
 
 
+def test_noise_next_to_one_stays_in_its_bin(nb, monkeypatch):
+    pixels = torch.arange(256, dtype=torch.uint8)
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, 1 - 2**-24))  # largest float32 < 1
+    x = nb.dequantize(pixels)
+    assert x.max() < 1
+    assert torch.equal(torch.floor(x * 256).to(torch.uint8), pixels)
+
+
 def test_every_read_draws_fresh_noise(nb):
     fake = types.SimpleNamespace(data=torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8),
                                  targets=torch.tensor([4, 1, 9]))

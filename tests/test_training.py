@@ -33,7 +33,7 @@ def test_run_name_changes_with_every_setting(nb):
     names = {dataclasses.replace(base, **{f.name: change}).run_name()
              for f, change in zip(dataclasses.fields(base), [0.2, 8, 5, 64, 3e-4, 1, 0.5, (8, 16), 64], strict=True)}
     assert len(names) == len(dataclasses.fields(base)) and base.run_name() not in names
-    assert base.run_name().startswith("vae_sigma0.1_z4_")
+    assert base.run_name().startswith("vae_sigma0.1_z3_")
 
 
 def test_train_then_load_then_train_beside_for_new_settings(nb, loaders, tmp_path, capsys):
