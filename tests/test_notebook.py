@@ -22,6 +22,7 @@ def smoke_env(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("PATH_DATASETS", str(mnist_root))
     monkeypatch.setenv("PATH_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("PATH_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # figures shown, as in Jupyter
     return tmp_path
 
 
