@@ -127,3 +127,15 @@ def test_sample_rejects_anything_but_a_positive_integer(model, bad):
 def test_bits_per_dim_conversion(nb):
     assert nb.nats_to_bpd(0.0) == pytest.approx(8.0)  # a uniform density on [0,1)^D: 8 bits per 8-bit pixel
     assert nb.nats_to_bpd(784 * math.log(2)) == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.rand(5, 28, 28), "shape"),  # no channel axis
+    (torch.rand(5, 3, 28, 28), "shape"),
+    (torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), "float tensor"),  # not dequantized
+    (torch.rand(5, 1, 28, 28) * 255, "pixels in \\[0, 1\\]"),
+    ([[0.5]], "float tensor"),
+])
+def test_calc_elbo_rejects_what_is_not_a_batch_of_dequantized_images(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        model.calc_elbo(bad)

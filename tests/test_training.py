@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import signal
 
 import pytest
 import torch
@@ -94,3 +95,27 @@ def test_evaluate_reports_consistent_terms(nb, loaders):
     for r in results.values():
         assert r["neg_elbo"] == pytest.approx(r["kl"] - r["reconstruction"], rel=1e-5)
     assert nb.evaluate(model, loaders, seed=3) == results  # seeded: the same noise, the same numbers
+
+
+def test_interrupted_training_saves_nothing_and_leaves_ctrl_c_working(nb, loaders, tmp_path, monkeypatch):
+    kept = tiny(nb, sigma=0.5)
+    nb.train_model(kept, loaders, tmp_path, **QUIET)
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    calls = []
+
+    def interrupt_on_second_batch(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return self._step(batch, "train")
+
+    monkeypatch.setattr(nb.VAE, "training_step", interrupt_on_second_batch)
+    config = tiny(nb)
+    with pytest.raises(KeyboardInterrupt):
+        nb.train_model(config, loaders, tmp_path, **QUIET)
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before  # nothing new, nothing changed, no temp folder
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    monkeypatch.undo()
+    model, record = nb.train_model(config, loaders, tmp_path, **QUIET)  # a re-run trains cleanly
+    assert record["history"]["epoch"] == [0, 1] and (tmp_path / f"{config.run_name()}.ckpt").exists()
