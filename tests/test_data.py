@@ -61,3 +61,4 @@ def test_missing_mnist_offline_names_the_variable(nb, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="PATH_DATASETS") as error:
         nb.load_mnist(tmp_path, train=False)
     assert "MNIST/raw" in str(error.value) and "t10k-images-idx3-ubyte" in str(error.value)
+    assert list(tmp_path.iterdir()) == []  # nothing left behind

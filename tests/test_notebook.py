@@ -43,3 +43,25 @@ def test_notebook_runs_end_to_end_in_smoke_mode(smoke_env):
     assert images == len(FIGURES)  # every saved figure is also shown in the notebook
     assert {name: tree_digest(REPO / name) for name in ("checkpoints", "figures")} == committed
     assert os.environ["PATH_CHECKPOINTS"] != str(REPO / "checkpoints")
+
+
+def markdown_outputs(cells: list) -> list:
+    return ["".join(o["data"]["text/markdown"]) for c in cells if c["cell_type"] == "code"
+            for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+
+
+def test_running_all_cells_twice_in_one_kernel_gives_the_same_results(smoke_env):
+    notebook = json.loads((REPO / "vae_mnist.ipynb").read_text())
+    # Run all, then run all again; the second pass skips the parameters cell so the smoke settings stay injected.
+    again = [c for c in notebook["cells"] if "parameters" not in c["metadata"].get("tags", [])]
+    notebook["cells"] = notebook["cells"] + json.loads(json.dumps(again))
+    twice = smoke_env / "twice.ipynb"
+    twice.write_text(json.dumps(notebook))
+    out = smoke_env / "twice_executed.ipynb"
+    papermill.execute_notebook(str(twice), str(out), cwd=str(smoke_env), kernel_name="python3",
+                               parameters={"MAX_EPOCHS": 1, "LIMIT_BATCHES": 2}, progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    first, second = markdown_outputs(cells[:-len(again)]), markdown_outputs(cells[-len(again):])
+    assert first and first == second
+    text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+    assert text.count("training a new model") == 1 and text.count("no training needed") == 1

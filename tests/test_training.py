@@ -119,3 +119,52 @@ def test_interrupted_training_saves_nothing_and_leaves_ctrl_c_working(nb, loader
     monkeypatch.undo()
     model, record = nb.train_model(config, loaders, tmp_path, **QUIET)  # a re-run trains cleanly
     assert record["history"]["epoch"] == [0, 1] and (tmp_path / f"{config.run_name()}.ckpt").exists()
+
+
+class RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # creates the marker file if the pickle is trusted
+
+
+def test_checkpoint_loading_runs_no_code_from_the_pickle(nb, tmp_path):
+    config = tiny(nb)
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "payload": RunsCodeWhenUnpickled(marker)}, tmp_path / f"{config.run_name()}.ckpt")
+    with pytest.raises(RuntimeError, match="Could not read the checkpoint"):
+        nb.load_checkpoint(tmp_path / f"{config.run_name()}.ckpt", config)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_reported_and_kept(nb, loaders, tmp_path):
+    config = tiny(nb)
+    nb.train_model(config, loaders, tmp_path, **QUIET)
+    ckpt = tmp_path / f"{config.run_name()}.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    truncated = digest(ckpt)
+    with pytest.raises(RuntimeError, match=f"Could not read the checkpoint {ckpt}"):
+        nb.train_model(config, loaders, tmp_path, **QUIET)
+    assert digest(ckpt) == truncated
+
+
+@pytest.mark.parametrize("changes", [{"sigma": 1e-3}, {"sigma": 10.0}, {"latent_dim": 1}, {"latent_dim": 256}])
+def test_extreme_settings_train_with_finite_losses_and_gradients(nb, loaders, changes):
+    torch.manual_seed(0)
+    model = nb.VAE(**dataclasses.asdict(tiny(nb, **changes)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for x, _ in loaders["train"]:
+        terms = model.calc_elbo(x)
+        optimizer.zero_grad()
+        terms.neg_elbo.backward()
+        assert all(torch.isfinite(t) for t in terms), terms
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+
+
+def test_same_seed_gives_identical_training_on_the_cpu(nb, loaders, tmp_path):
+    config = tiny(nb)
+    _, first = nb.train_model(config, loaders, tmp_path / "a", **QUIET)
+    _, second = nb.train_model(config, loaders, tmp_path / "b", **QUIET)
+    assert first["history"] == second["history"]
