@@ -107,7 +107,7 @@ def main():
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["classifier"] = {"test_accuracy": accuracy, "confidence_threshold": CONFIDENT, "real_test_digits": real}
     for path in args.checkpoints:
-        model = nb.VAE.load_from_checkpoint(path, map_location="cpu").eval()
+        model = nb.VAE.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
         verdicts = []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
