@@ -113,12 +113,13 @@ def main():
             torch.manual_seed(seed)
             verdicts.append(judge(classifier, model.sample(args.n)))
         shares = [v["recognised_share"] for v in verdicts]
+        mean = sum(shares) / len(shares)
         results[path.name] = {
             "hparams": {k: v for k, v in model.hparams.items() if k in ("sigma", "latent_dim", "max_epochs")},
-            "recognised_share_mean": sum(shares) / len(shares), "recognised_share_per_seed": shares,
+            "recognised_share_mean": mean, "recognised_share_per_seed": shares,
             "digit_histogram_seed0": verdicts[0]["digit_histogram"],
         }
-        print(f"{path.name}: {sum(shares) / len(shares):.1%} of {args.n} samples recognised on average over "
+        print(f"{path.name}: {mean:.1%} of {args.n} samples recognised on average over "
               f"{args.seeds} seeds (from {min(shares):.1%} to {max(shares):.1%}); "
               f"per digit (seed 0) {verdicts[0]['digit_histogram']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
 """The whole notebook, executed end to end on the real MNIST in a fast smoke mode (papermill)."""
 
-import hashlib
 import json
 from pathlib import Path
 
 import papermill
 import pytest
+from conftest import digest
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["results_table.png", "elbo_curves.png", "reconstruction_kl_curves.png", "samples.png",
@@ -13,7 +13,7 @@ FIGURES = ["results_table.png", "elbo_curves.png", "reconstruction_kl_curves.png
 
 
 def tree_digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
+    return {p.name: digest(p) for p in sorted(folder.glob("*")) if p.is_file()}
 
 
 @pytest.fixture
