@@ -62,3 +62,45 @@ def test_missing_mnist_offline_names_the_variable(nb, tmp_path, monkeypatch):
         nb.load_mnist(tmp_path, train=False)
     assert "MNIST/raw" in str(error.value) and "t10k-images-idx3-ubyte" in str(error.value)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+@pytest.fixture
+def numbered(nb):
+    """300 random images whose labels are their indices, as a DequantizedMNIST."""
+    torch.manual_seed(0)
+    return nb.DequantizedMNIST(types.SimpleNamespace(data=torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8),
+                                                     targets=torch.arange(300)))
+
+
+def test_device_batches_dequantize_like_the_per_image_dataset(nb, numbered):
+    subset = torch.utils.data.Subset(numbered, list(range(250, 0, -2)))
+    batches = nb.DeviceBatches(subset, batch_size=32)
+    first, second = list(batches), list(batches)
+    x, y = torch.cat([b[0] for b in first]), torch.cat([b[1] for b in first])
+    assert len(batches) == 4 and len(first) == 4 and x.shape == (125, 1, 28, 28)
+    assert y.tolist() == list(range(250, 0, -2))
+    assert torch.equal(torch.floor(x * 256).to(torch.uint8), numbered.images[y])  # each pixel in its own bin
+    per_image = torch.stack([subset[i][0] for i in range(len(subset))])
+    noise, reference = x * 256 - torch.floor(x * 256), per_image * 256 - torch.floor(per_image * 256)
+    assert 0 <= x.min() and x.max() < 1 and x.dtype == per_image.dtype == torch.float32
+    assert noise.mean().item() == pytest.approx(reference.mean().item(), abs=0.01)  # both U[0, 1) within the bin
+    assert noise.std().item() == pytest.approx(reference.std().item(), abs=0.01)
+    assert not torch.equal(x, torch.cat([b[0] for b in second]))  # fresh noise on every pass
+
+
+def test_shuffled_epochs_see_every_image_once_in_a_new_order(nb, numbered):
+    batches = nb.DeviceBatches(numbered, batch_size=64, shuffle=True, drop_last=True)
+    epochs = [torch.cat([y for _, y in batches]) for _ in range(2)]
+    assert len(batches) == 4 and all(len(e) == 256 and len(set(e.tolist())) == 256 for e in epochs)
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_each_ddp_process_gets_its_own_share(nb, numbered, monkeypatch):
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(nb.DeviceBatches, "shard", staticmethod(lambda rank=rank: (rank, 2)))
+        batches = nb.DeviceBatches(numbered, batch_size=50, shuffle=True)
+        torch.manual_seed(7)  # every process starts from the same seed, so they agree on the permutation
+        shares.append(set(torch.cat([y for _, y in batches]).tolist()))
+        assert len(batches) == 3
+    assert len(shares[0]) == len(shares[1]) == 150 and not shares[0] & shares[1]

@@ -28,7 +28,7 @@ def test_calc_elbo_matches_the_gaussian_formulas(nb, model, images):
     mean, log_std = model.encoder(images)
     std = log_std.exp()
     z = mean + std * torch.randn_like(mean)
-    pixel_mean = model.decoder(z)
+    pixel_mean = torch.sigmoid(model.decoder(z))  # the decoder gives the logits of the pixel means
     sigma = 0.1
     log_lik = (-0.5 * ((images - pixel_mean) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi))
     reconstruction = log_lik.sum(dim=(1, 2, 3))
@@ -94,8 +94,51 @@ def test_decoder_is_linear_layers_then_transposed_convolutions(model):
     n_linear = kinds.count(nn.Linear)
     assert n_linear >= 2 and kinds[:n_linear] == [nn.Linear] * n_linear
     assert all(k is nn.ConvTranspose2d for k in kinds[n_linear:]) and len(kinds) - n_linear >= 2
-    out = model.decoder(torch.randn(7, 3))
-    assert out.shape == (7, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    assert model.decoder(torch.randn(7, 3)).shape == (7, 1, 28, 28)
+    means = model.decode(torch.randn(7, 3))
+    assert means.shape == (7, 1, 28, 28) and means.min() >= 0 and means.max() <= 1
+
+
+def by_hand_reconstruction(images, pixel_mean, sigma):
+    return (-0.5 * ((images - pixel_mean) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum((1, 2, 3))
+
+
+def test_learned_sigma_is_one_shared_parameter_in_the_likelihood(nb, images):
+    torch.manual_seed(0)
+    model = nb.VAE(sigma="learned", latent_dim=3)
+    assert model.log_sigma.exp().item() == pytest.approx(0.1)  # starts at the exercise's sigma
+    with torch.no_grad():
+        model.log_sigma.fill_(math.log(0.37))
+    z = torch.randn(5, 3)
+    expected = by_hand_reconstruction(images, torch.sigmoid(model.decoder(z)), torch.tensor(0.37))
+    torch.testing.assert_close(model.likelihood(z).log_prob(images), expected)
+    model.calc_elbo(images).neg_elbo.backward()
+    assert model.log_sigma.grad is not None and model.log_sigma.grad != 0
+
+
+def test_per_pixel_sigma_comes_from_a_second_decoder_channel(nb, images):
+    torch.manual_seed(0)
+    model = nb.VAE(sigma="per-pixel", latent_dim=3)
+    z = torch.randn(5, 3)
+    out = model.decoder(z)
+    assert out.shape == (5, 2, 28, 28)
+    sigma = 1e-3 + torch.nn.functional.softplus(out[:, 1:])
+    expected = by_hand_reconstruction(images, torch.sigmoid(out[:, :1]), sigma)
+    torch.testing.assert_close(model.likelihood(z).log_prob(images), expected)
+    with torch.no_grad():  # however small the predicted std, it stays above the floor and the density finite
+        model.decoder.deconvs[-1].bias.fill_(-1e4)
+    assert model.likelihood(z).stddev.min() >= 1e-3 and torch.isfinite(model.likelihood(z).log_prob(images)).all()
+
+
+@pytest.mark.parametrize("sigma", [0, -0.1, float("inf"), float("nan"), "learnt", None, True])
+def test_bad_sigma_is_refused_with_the_choices(nb, sigma):
+    with pytest.raises(ValueError, match="learned.*per-pixel"):
+        nb.VAEConfig(sigma=sigma)
+
+
+def test_integer_sigma_names_the_same_checkpoint_as_its_float(nb):
+    assert nb.VAEConfig(sigma=1).run_name() == nb.VAEConfig(sigma=1.0).run_name()
+    assert nb.VAEConfig(sigma="learned").run_name().startswith("vae_sigmalearned_z3_")
 
 
 def test_prior_has_no_parameters(nb, model):

@@ -1,6 +1,7 @@
 """The whole notebook, executed end to end on the real MNIST in a fast smoke mode (papermill)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import papermill
@@ -9,7 +10,9 @@ from conftest import digest
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["results_table.png", "elbo_curves.png", "reconstruction_kl_curves.png", "samples.png",
-           "interpolations.png"]
+           "interpolations.png", "digit_shares.png", "reconstructions.png", "latent_diagnostics.png",
+           "study_samples.png", "latent_manifold.png"]
+SMOKE = {"MAX_EPOCHS": 1, "LIMIT_BATCHES": 4, "IWAE_SAMPLES": 10}
 
 
 def tree_digest(folder: Path) -> dict:
@@ -19,6 +22,8 @@ def tree_digest(folder: Path) -> dict:
 @pytest.fixture
 def smoke_env(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("PATH_DATASETS", str(mnist_root))
+    # A copy of the committed checkpoints: the classifier and the study's results are read, not retrained.
+    shutil.copytree(REPO / "checkpoints", tmp_path / "checkpoints")
     monkeypatch.setenv("PATH_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("PATH_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # figures shown, as in Jupyter
@@ -29,7 +34,7 @@ def test_notebook_runs_end_to_end_in_smoke_mode(smoke_env):
     committed = {name: tree_digest(REPO / name) for name in ("checkpoints", "figures")}
     out = smoke_env / "executed.ipynb"
     papermill.execute_notebook(str(REPO / "vae_mnist.ipynb"), str(out), cwd=str(smoke_env), kernel_name="python3",
-                               parameters={"MAX_EPOCHS": 1, "LIMIT_BATCHES": 4}, progress_bar=False)
+                               parameters=SMOKE, progress_bar=False)
 
     cells = json.loads(out.read_text())["cells"]
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
@@ -37,7 +42,8 @@ def test_notebook_runs_end_to_end_in_smoke_mode(smoke_env):
     text = "".join("".join(o.get("text", "")) for o in outputs)
     assert "training a new model for 1 epochs" in text
     assert sorted(p.name for p in (smoke_env / "figures").iterdir()) == sorted(FIGURES)
-    assert [p.suffix for p in sorted((smoke_env / "checkpoints").iterdir())] == [".ckpt", ".json"]
+    new = set(tree_digest(smoke_env / "checkpoints")) - set(committed["checkpoints"])
+    assert len(new) == 3 and {name.split(".", 1)[1] for name in new} == {"ckpt", "json", "metrics.json"}
     images = sum("image/png" in o.get("data", {}) for o in outputs)
     assert images == len(FIGURES)  # every saved figure is also shown in the notebook
     assert {name: tree_digest(REPO / name) for name in ("checkpoints", "figures")} == committed
@@ -57,7 +63,7 @@ def test_running_all_cells_twice_in_one_kernel_gives_the_same_results(smoke_env)
     twice.write_text(json.dumps(notebook))
     out = smoke_env / "twice_executed.ipynb"
     papermill.execute_notebook(str(twice), str(out), cwd=str(smoke_env), kernel_name="python3",
-                               parameters={"MAX_EPOCHS": 1, "LIMIT_BATCHES": 2}, progress_bar=False)
+                               parameters={**SMOKE, "LIMIT_BATCHES": 2}, progress_bar=False)
     cells = json.loads(out.read_text())["cells"]
     first, second = markdown_outputs(cells[:-len(again)]), markdown_outputs(cells[-len(again):])
     assert first and first == second

@@ -1,0 +1,34 @@
+"""The σ / latent-size study of vae_mnist.ipynb ("What σ and the latent size do"), as one resumable command.
+
+    PATH_DATASETS=../shared/data python study.py [--iwae-k 10]
+
+Every setting of the notebook's `study_configs` is trained with the notebook's own `train_model` (a setting whose
+checkpoint exists is loaded instead), then measured: test ELBO, IWAE bound, active units, sample quality. Each
+result is written to checkpoints/<run name>.metrics.json beside the checkpoint; settings measured already are
+skipped, so an interrupted study resumes where it stopped. Re-run the notebook afterwards to see the results.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from notebook_defs import load_notebook
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iwae-k", type=int, default=10, help="importance samples per test image (default 10)")
+    args = parser.parse_args()
+    nb = load_notebook()
+    base = nb.VAEConfig()
+    checkpoints = Path(os.environ.get("PATH_CHECKPOINTS", "checkpoints"))
+    loaders = nb.make_loaders(Path(os.environ.get("PATH_DATASETS", "data")), base.batch_size, base.seed)
+    classifier = nb.load_classifier(checkpoints / "mnist_classifier.pt", Path(os.environ.get("PATH_DATASETS", "data")))
+    start = time.perf_counter()
+    nb.run_study(base, loaders, checkpoints, classifier, args.iwae_k)
+    print(f"Study finished in {(time.perf_counter() - start) / 60:.1f} min; re-run vae_mnist.ipynb to see it.")
+
+
+if __name__ == "__main__":
+    main()
