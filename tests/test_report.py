@@ -56,3 +56,26 @@ def test_interpolation_walks_from_z1_to_z2(nb):
 def test_first_index_of_digits(nb, digits):
     fake = type("D", (), {"labels": torch.tensor([1, 3, 7, 8, 3, 1])})()
     assert [int(fake.labels[i]) for i in nb.first_index_of_digits(fake, digits)] == digits
+
+
+QUALITY = {name: {"recognised": share, "digit_share": [0.1] * 10, "frechet": fid}
+           for name, share, fid in (("real", 0.986, 0.5), ("samples", 0.854, 170.7), ("reconstructions", 0.97, 87.9))}
+
+
+def test_quality_and_iwae_tables_quote_the_numbers(nb, tmp_path):
+    assert "| samples | 85.4% | 170.70 |" in nb.quality_table(QUALITY)
+    assert "| 1000 | 40.0 | 8.074 |" in nb.iwae_table({1: -43.8, 1000: -40.0})  # bpd = (40 + 784 ln 256)/(784 ln 2)
+    fig = nb.plot_digit_shares(QUALITY, "Which digits?", tmp_path / "shares.png")
+    ax = fig.axes[0]
+    assert "samples (85% recognised, Fréchet 170.7)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "%" in ax.get_ylabel() and ax.get_xlabel() and (tmp_path / "shares.png").exists()
+
+
+def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
+    config = nb.VAEConfig(sigma="learned", latent_dim=8)
+    metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0}, "iwae_test_k10": {"10": 1010.0},
+               "active_units": 6, "learned_sigma": 0.0512, "quality": QUALITY}
+    table = nb.study_table([(config, metrics, {"train_seconds": 600})]).splitlines()
+    assert len(table) == 3 and "IWAE K=10" in table[0]
+    assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 | 1030.0 | 30.0 | 6/8 | 85.4% | "
+                        "170.7 | 97.0% | 10 |")
