@@ -153,3 +153,14 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     nb.run_study(settings[0], loaders, tmp_path, classifier, iwae_k=3, **QUIET)
     assert capsys.readouterr().out.count("measured already") == 2
     assert len(nb.read_study(settings[0], tmp_path)) == 2
+
+
+def test_bits_by_pixel_kind_add_up_to_the_reconstruction_term(nb, small_model, mnist_root):
+    images = nb.load_mnist(mnist_root, train=False).images[:50]
+    kinds = nb.bits_by_pixel_kind(small_model, images, seed=3)
+    assert sum(k["share"] for k in kinds.values()) == pytest.approx(1)
+    torch.manual_seed(3)  # the same noise and z: the ELBO's reconstruction term in bits per pixel
+    reconstruction = small_model.calc_elbo(nb.dequantize(images)).reconstruction.item()
+    expected = (784 * math.log(256) - reconstruction) / (784 * math.log(2))
+    assert sum(k["share"] * k["bits"] for k in kinds.values()) == pytest.approx(expected, rel=1e-4)
+    assert all(k["sigma"] == pytest.approx(0.1) for k in kinds.values())
