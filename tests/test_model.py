@@ -40,6 +40,18 @@ def test_calc_elbo_matches_the_gaussian_formulas(nb, model, images):
     assert terms.kl > 0
 
 
+def test_bf16_autocast_leaves_the_elbo_in_32_bit(model, images):
+    """Training with bf16 mixed precision runs the layers in bf16; the Gaussians and the ELBO stay float32."""
+    torch.manual_seed(5)
+    exact = model.calc_elbo(images)
+    torch.manual_seed(5)  # the same reparameterization noise
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.calc_elbo(images)
+    assert [t.dtype for t in mixed] == [torch.float32] * 3
+    for a, b in zip(mixed, exact, strict=True):
+        assert a.item() == pytest.approx(b.item(), rel=0.01)
+
+
 def test_kl_is_zero_when_the_posterior_is_the_prior(model, images):
     for head in (model.encoder.mean, model.encoder.log_std):
         nn.init.zeros_(head.weight)

@@ -1,6 +1,7 @@
 """train_model: a checkpoint is found by the settings it was trained with; evaluation."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def test_train_then_load_then_train_beside_for_new_settings(nb, loaders, tmp_pat
     assert "training a new model" in capsys.readouterr().out
     assert ckpt.exists() and (tmp_path / f"{config.run_name()}.json").exists()
     history = record["history"]
-    assert history["epoch"] == [0, 1]
+    assert history["epoch"] == [0, 1] and record["precision"] == "32-true"
     for split in ("train", "val"):
         terms = [history[f"{split}_{name}"] for name in ("neg_elbo", "kl", "reconstruction")]
         for neg_elbo, kl, reconstruction in zip(*terms, strict=True):
@@ -42,6 +43,33 @@ def test_train_then_load_then_train_beside_for_new_settings(nb, loaders, tmp_pat
     assert changed.hparams.sigma == 0.3
     assert digest(ckpt) == before  # the first model is untouched
     assert (tmp_path / f"{other.run_name()}.ckpt").exists()
+
+
+def test_bf16_training_is_recorded_and_keeps_32_bit_weights(nb, loaders, tmp_path):
+    model, record = nb.train_model(tiny(nb), loaders, tmp_path, precision="bf16-mixed", **QUIET)
+    assert record["precision"] == "bf16-mixed"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(math.isfinite(v) for v in record["history"]["val_neg_elbo"])
+
+
+def test_training_precision_is_bf16_only_on_a_cpu_that_computes_it(nb, monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
+    assert nb.training_precision(cpu) == "bf16-mixed"
+    assert nb.training_precision(gpu) == "32-true"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True})
+    assert nb.training_precision(cpu) == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    assert nb.training_precision(cpu) == "32-true"
+
+
+def test_optimizer_is_the_tutorials_adam_with_step_decay(nb):
+    model = nb.VAE(lr=3e-4)
+    [optimizer], [scheduler] = model.configure_optimizers()
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 3e-4
+    assert type(scheduler) is torch.optim.lr_scheduler.StepLR
+    assert (scheduler.step_size, scheduler.gamma) == (1, 0.99)
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
 
 
 def test_evaluate_reports_consistent_terms(nb, loaders):
