@@ -59,7 +59,10 @@ def test_running_all_cells_twice_in_one_kernel_gives_the_same_results(smoke_env)
     notebook = json.loads((REPO / "vae_mnist.ipynb").read_text())
     # Run all, then run all again; the second pass skips the parameters cell so the smoke settings stay injected.
     again = [c for c in notebook["cells"] if "parameters" not in c["metadata"].get("tags", [])]
-    notebook["cells"] = notebook["cells"] + json.loads(json.dumps(again))
+    copies = json.loads(json.dumps(again))
+    for i, cell in enumerate(copies):
+        cell["id"] = f"again-{i}"  # cell ids must stay unique
+    notebook["cells"] = notebook["cells"] + copies
     twice = smoke_env / "twice.ipynb"
     twice.write_text(json.dumps(notebook))
     out = smoke_env / "twice_executed.ipynb"
