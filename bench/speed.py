@@ -147,7 +147,8 @@ def markdown(results: dict) -> str:
              f"(10,000 images: {results['iwae_k1000_ms_per_image'] * 10:.0f} s) | |",
              f"| \"run all\" from the shipped checkpoint (papermill) | {results['run_all_s']:.0f} s | |"]
     for bar in results.get("time_to_bar", []):
-        reached = (f"reached at epoch {bar['epoch_at_bar']}, {bar['minutes_to_bar']:.1f} min" if bar["epoch_at_bar"]
+        reached = (f"reached at epoch {bar['epoch_at_bar']}: ≈ {bar['minutes_to_bar']:.1f} min "
+                   f"({bar['epoch_at_bar']}/{bar['epochs']} of the training time)" if bar["epoch_at_bar"]
                    else f"not reached (best {bar['best_val_neg_elbo']:.1f} nats)")
         layers = "" if tuple(bar["channels"]) == (24, 48) else f", layers {tuple(bar['channels'])}"
         rows += [f"| training the graded settings ({bar['epochs']} epochs, {bar['precision']}{layers}) | "

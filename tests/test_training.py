@@ -45,21 +45,27 @@ def test_train_then_load_then_train_beside_for_new_settings(nb, loaders, tmp_pat
     assert (tmp_path / f"{other.run_name()}.ckpt").exists()
 
 
-def test_bf16_training_is_recorded_and_keeps_32_bit_weights(nb, loaders, tmp_path):
-    model, record = nb.train_model(tiny(nb), loaders, tmp_path, precision="bf16-mixed", **QUIET)
+def test_bf16_training_is_recorded_and_validated_in_32_bit(nb, loaders, tmp_path, monkeypatch):
+    autocast = []  # (split, whether bf16 autocast was on) of every step
+    step = nb.VAE._step
+    monkeypatch.setattr(nb.VAE, "_step", lambda self, batch, split: (
+        autocast.append((split, torch.is_autocast_enabled("cpu"))), step(self, batch, split))[1])
+    _, record = nb.train_model(tiny(nb), loaders, tmp_path, precision="bf16-mixed", **QUIET)
     assert record["precision"] == "bf16-mixed"
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {on for split, on in autocast if split == "train"} == {True}
+    assert {on for split, on in autocast if split == "val"} == {False}
     assert all(math.isfinite(v) for v in record["history"]["val_neg_elbo"])
 
 
 def test_training_precision_is_bf16_only_on_a_cpu_that_computes_it(nb, monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
-    assert nb.training_precision(cpu) == "bf16-mixed"
-    assert nb.training_precision(gpu) == "32-true"
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True})
-    assert nb.training_precision(cpu) == "bf16-mixed"
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    for capabilities, expected in [({"avx512_bf16": True, "amx_bf16": False}, "bf16-mixed"),
+                                   ({"avx512_bf16": False, "amx_bf16": True}, "bf16-mixed"),
+                                   ({"avx512_bf16": False, "amx_bf16": False}, "32-true")]:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=capabilities: c, raising=False)
+        assert nb.training_precision(cpu) == expected
+        assert nb.training_precision(gpu) == "32-true"
+    monkeypatch.delattr(torch.cpu, "get_capabilities")  # an older torch: the safe default
     assert nb.training_precision(cpu) == "32-true"
 
 
@@ -67,6 +73,7 @@ def test_optimizer_is_the_tutorials_adam_with_step_decay(nb):
     model = nb.VAE(lr=3e-4)
     [optimizer], [scheduler] = model.configure_optimizers()
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 3e-4
+    assert optimizer.defaults["fused"]  # on the CPU: the one-kernel implementation
     assert type(scheduler) is torch.optim.lr_scheduler.StepLR
     assert (scheduler.step_size, scheduler.gamma) == (1, 0.99)
     assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
