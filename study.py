@@ -1,6 +1,6 @@
 """The σ / latent-size study of vae_mnist.ipynb ("What σ and the latent size do"), as one resumable command.
 
-    PATH_DATASETS=../shared/data python study.py [--iwae-k 10]
+    python study.py [--iwae-k 10]        # MNIST from $PATH_DATASETS, else data/
 
 Every setting of the notebook's `study_configs` is trained with the notebook's own `train_model` (a setting whose
 checkpoint exists is loaded instead), then measured: test ELBO, IWAE bound, active units, sample quality. Each
@@ -23,7 +23,7 @@ def main():
     nb = load_notebook()
     base = nb.VAEConfig()
     checkpoints = Path(os.environ.get("PATH_CHECKPOINTS", "checkpoints"))
-    data = Path(os.environ.get("PATH_DATASETS", "data"))
+    data = nb.dataset_root()
     loaders = nb.make_loaders(data, base.batch_size, base.seed)
     classifier = nb.load_classifier(checkpoints / "mnist_classifier.pt", data)
     start = time.perf_counter()

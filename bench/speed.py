@@ -1,6 +1,6 @@
 """Speed of the notebook's pipeline against the tutorial-style one, on this machine, in one run.
 
-    PATH_DATASETS=../shared/data python bench/speed.py [--repeats 5] [--steps 40] [--time-to-bar]
+    python bench/speed.py [--repeats 5] [--steps 40] [--time-to-bar]
 
 Training throughput (images/s, a plain forward/backward/Adam loop of the notebook's VAE, so only the data path, the
 model's memory layout, the arithmetic's precision and Adam's implementation differ) of:
@@ -40,7 +40,6 @@ from notebook_defs import load_notebook  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "speed.json"
 NARROW = (16, 32)  # convolution channels to compare with the notebook's own
-DATA = Path(os.environ.get("PATH_DATASETS", "data"))
 
 
 def median_time(run, repeats: int) -> float:
@@ -55,7 +54,7 @@ def median_time(run, repeats: int) -> float:
 def tutorial_loader(nb, batch_size: int) -> DataLoader:
     """The common recipe: a torchvision dataset whose transform dequantizes each PIL image, DataLoader workers."""
     transform = torchvision.transforms.Compose([torchvision.transforms.PILToTensor(), nb.dequantize])
-    dataset = torchvision.datasets.MNIST(DATA, train=True, transform=transform)
+    dataset = torchvision.datasets.MNIST(nb.dataset_root(), train=True, transform=transform)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=2,
                       persistent_workers=True)
 
@@ -109,7 +108,7 @@ def run_all_seconds(repeats: int) -> float:
     """Wall time of papermill executing the notebook from the shipped checkpoint (figures to a temporary folder)."""
     def run():
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "PATH_DATASETS": str(DATA.resolve()), "PATH_FIGURES": tmp}
+            env = {**os.environ, "PATH_FIGURES": tmp}
             subprocess.run([sys.executable, "-m", "papermill", str(REPO / "vae_mnist.ipynb"), f"{tmp}/out.ipynb",
                             "--log-level", "ERROR"], cwd=REPO, env=env, check=True, capture_output=True)
     return median_time(run, repeats)
@@ -178,7 +177,7 @@ def main():
     parser.add_argument("--time-to-bar", action="store_true", help="also train until the quality bar (minutes)")
     args = parser.parse_args()
     nb = load_notebook()
-    loaders = nb.make_loaders(DATA, 128, 42)
+    loaders = nb.make_loaders(nb.dataset_root(), 128, 42)
     tutorial = tutorial_loader(nb, 128)
     precision = nb.training_precision(nb.best_device())
     train_256 = nb.DeviceBatches(loaders["train"].dataset, 256, True, True)
@@ -206,8 +205,7 @@ def main():
     config = nb.VAEConfig()
     model = nb.load_checkpoint(REPO / "checkpoints" / f"{config.run_name()}.ckpt", config).eval()
     sample_s = median_time(lambda: model.sample(10_000), args.repeats)
-    subset = nb.DeviceBatches(torch.utils.data.Subset(loaders["test"].dataset, range(256)), 128)
-    iwae_s = median_time(lambda: nb.iwae_bounds(model, subset, 1000, 0), args.repeats)
+    iwae_s = median_time(lambda: nb.iwae_bounds(model, loaders["test"].dataset, 1000, 0, images=256), args.repeats)
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
@@ -217,7 +215,7 @@ def main():
         "run_all_s": run_all_seconds(args.repeats),
     }
     if args.time_to_bar:
-        classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", DATA)
+        classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", nb.dataset_root())
         results["time_to_bar"] = [time_to_bar(nb, loaders, c, precision, classifier)
                                   for c in (config, nb.dataclasses.replace(config, channels=NARROW))]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,5 @@
 import dataclasses
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,6 @@ sys.path.insert(0, str(REPO))
 
 from notebook_defs import load_notebook  # noqa: E402
 
-MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
 
 @pytest.fixture(scope="session")
 def nb():
@@ -23,12 +20,12 @@ def nb():
 
 
 @pytest.fixture(scope="session")
-def mnist_root() -> Path:
-    root = Path(os.environ.get("PATH_DATASETS", REPO.parent / "shared" / "data"))
-    missing = [name for name in MNIST_FILES if not (root / "MNIST" / "raw" / name).exists()]
-    if missing:
-        pytest.fail(f"MNIST is not under {root}/MNIST/raw (missing {missing}): set PATH_DATASETS to its folder.")
-    return root
+def mnist_root(nb) -> Path:
+    """The notebook's dataset folder ($PATH_DATASETS, else data/), with MNIST downloaded there if it is missing."""
+    root = nb.dataset_root()
+    nb.load_mnist(root, train=True)
+    nb.load_mnist(root, train=False)
+    return root.resolve()
 
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -36,12 +33,13 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 @pytest.fixture(scope="session")
 def loaders(nb):
-    """64 random dequantized images as train, validation and test loaders: enough to run Lightning for real."""
+    """Random dequantized images as train, validation and test loaders (three different sets of 64): enough to run
+    Lightning for real."""
     torch.manual_seed(0)
-    images = nb.dequantize(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8))
-    data = TensorDataset(images, torch.zeros(64, dtype=torch.long))
-    return {"train": DataLoader(data, batch_size=16, drop_last=True), "val": DataLoader(data, batch_size=32),
-            "test": DataLoader(data, batch_size=32)}
+    images = nb.dequantize(torch.randint(0, 256, (3, 64, 1, 28, 28), dtype=torch.uint8))
+    train, val, test = (TensorDataset(part, torch.zeros(64, dtype=torch.long)) for part in images)
+    return {"train": DataLoader(train, batch_size=16, drop_last=True), "val": DataLoader(val, batch_size=32),
+            "test": DataLoader(test, batch_size=32)}
 
 
 def tiny(nb, **changes):

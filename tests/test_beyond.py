@@ -17,7 +17,9 @@ def digits(nb, mnist_root):
     subset = torch.utils.data.Subset
     return {"train": DataLoader(subset(test_set, range(1024)), batch_size=64, shuffle=True, drop_last=True),
             "val": DataLoader(subset(test_set, range(1024, 1088)), batch_size=64),
-            "test": DataLoader(subset(test_set, range(9936, 10_000)), batch_size=32)}
+            "test": DataLoader(subset(test_set, range(9936, 10_000)), batch_size=32),
+            "test_set": nb.DequantizedMNIST(SimpleNamespace(data=test_set.images[9936:, 0],
+                                                            targets=test_set.labels[9936:]))}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,9 @@ def test_log_weights_match_the_densities_written_out(nb, small_model, digits):
 
 
 def test_iwae_bound_grows_with_k_and_lies_above_the_elbo(nb, small_model, digits):
-    bounds = nb.iwae_bounds(small_model, digits["test"], k_max=1000, seed=0)
-    assert list(bounds) == [1, 10, 100, 1000]
+    iwae = nb.iwae_bounds(small_model, digits["test_set"], k_max=1000, seed=0)
+    assert iwae["images"] == 64 and list(iwae["bound"]) == ["1", "10", "100", "1000"]
+    bounds = {int(k): v for k, v in iwae["bound"].items()}
     assert bounds[1] < bounds[10] < bounds[100] <= bounds[1000]
     torch.manual_seed(0)
     elbo = -torch.stack([small_model.calc_elbo(x).neg_elbo for _ in range(20) for x, _ in digits["test"]]).mean()
@@ -74,7 +77,25 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation(nb, small_model, digits
 
 
 def test_iwae_sizes(nb, small_model, digits):
-    assert list(nb.iwae_bounds(small_model, digits["test"], k_max=30, seed=0, max_batches=1)) == [1, 10, 30]
+    iwae = nb.iwae_bounds(small_model, digits["test_set"], k_max=30, seed=0, images=5)
+    assert iwae["images"] == 5 and list(iwae["bound"]) == list(iwae["standard_error"]) == ["1", "10", "30"]
+
+
+def test_iwae_bound_is_the_mean_of_logsumexp_minus_log_k_with_its_standard_error(nb, small_model, digits):
+    iwae = nb.iwae_bounds(small_model, digits["test_set"], k_max=50, seed=4, images=6, budget=600)
+    torch.manual_seed(4)  # the same noise and draws, by hand: one decoder pass of 6 images x 50 samples
+    x = nb.dequantize(digits["test_set"].images[:6])
+    log_w = nb.iwae_log_weights(small_model, x, 50, budget=600).double()
+    for k in (1, 10, 50):
+        per_image = torch.logsumexp(log_w[:k], 0) - math.log(k)
+        assert iwae["bound"][str(k)] == pytest.approx(per_image.mean().item(), rel=1e-6)  # float32 sums
+        assert iwae["standard_error"][str(k)] == pytest.approx(per_image.std().item() / math.sqrt(6), rel=1e-3)
+
+
+def test_images_within_a_time_budget(nb, small_model, digits):
+    assert nb.images_within(small_model, digits["test_set"], 10, None) == 64  # None: all of them
+    assert nb.images_within(small_model, digits["test_set"], 10, 1e-9) == 1
+    assert nb.images_within(small_model, digits["test_set"], 10, 1e9) == 64
 
 
 class KnownEncoder(torch.nn.Module):
@@ -102,35 +123,72 @@ def test_active_units_and_kl_find_collapsed_dimensions(nb):
     torch.testing.assert_close(kl, expected)
 
 
+class FirstPixels(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :5]
+
+
+def feature_classifier():
+    """A stand-in classifier whose 'penultimate features' (its first 10 layers) are the first 5 pixel values."""
+    return torch.nn.Sequential(torch.nn.Flatten(), *[torch.nn.Identity() for _ in range(8)], FirstPixels(),
+                               torch.nn.Linear(5, 10))
+
+
+def as_images(features):
+    return torch.nn.functional.pad(features, (0, 784 - features.shape[1])).view(-1, 1, 28, 28)
+
+
+def frechet_by_hand(a, b):
+    """||mu_a - mu_b||² + Tr(C_a + C_b - 2 (C_a^½ C_b C_a^½)^½), in float64 with symmetric square roots."""
+    a, b = a.double(), b.double()
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    return ((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
 def test_frechet_distance_of_known_gaussians(nb):
     torch.manual_seed(0)
     a = torch.randn(2000, 5) @ torch.randn(5, 5)
-    assert nb.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    classifier = feature_classifier()
+    metric = nb.frechet_metric(classifier, as_images(a))
+    assert nb.judge(classifier, as_images(a), metric)["frechet"] == pytest.approx(0, abs=1e-5)
     shift = torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0])
-    assert nb.frechet_distance(a, a + shift) == pytest.approx(shift.square().sum().item(), rel=1e-6)
-    centred = a - a.mean(0)
-    trace = torch.cov(centred.T.double()).trace().item()
-    assert nb.frechet_distance(centred, 2 * centred) == pytest.approx(trace, rel=1e-6)  # Tr(C + 4C - 2·2C)
+    assert nb.judge(classifier, as_images(a + shift), metric)["frechet"] == pytest.approx(
+        shift.square().sum().item(), rel=1e-5)
+    b = torch.randn(1500, 5) * torch.tensor([0.5, 1, 2, 3, 1]) + 0.3
+    assert nb.judge(classifier, as_images(b), metric)["frechet"] == pytest.approx(frechet_by_hand(b, a), rel=1e-6)
 
 
 def test_committed_classifier_is_accurate_and_recognises_real_digits(nb, mnist_root):
     classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", mnist_root)
     test_set = nb.load_mnist(mnist_root, train=False)
     torch.manual_seed(0)
-    probs, features = nb.classify(classifier, nb.dequantize(test_set.images))
-    assert features.shape == (10_000, 128)
-    assert (probs.argmax(1) == test_set.labels).float().mean() >= 0.99
-    verdict = nb.judge(classifier, nb.dequantize(test_set.images[5000:]), features[:5000])
+    images = nb.dequantize(test_set.images)
+    assert (nb.classify(classifier, images).argmax(1) == test_set.labels).float().mean() >= 0.99
+    metric = nb.frechet_metric(classifier, images[:5000])
+    verdict = nb.judge(classifier, images[5000:], metric)
     assert verdict["recognised"] > 0.95 and sum(verdict["digit_share"]) == pytest.approx(1)
-    assert 0 < verdict["frechet"] < nb.judge(classifier, torch.rand(500, 1, 28, 28), features[:5000])["frechet"]
+    assert 0 < verdict["frechet"] < nb.judge(classifier, torch.rand(500, 1, 28, 28), metric)["frechet"]
+    # torchmetrics agrees with the Fréchet distance written out, on the classifier's own features
+    with torch.no_grad():
+        features = nb.ClassifierFeatures(classifier)(images)
+    assert verdict["frechet"] == pytest.approx(frechet_by_hand(features[5000:], features[:5000]), rel=1e-6)
 
 
-def test_cached_metrics_compute_once(nb, tmp_path):
-    config, calls = tiny(nb), []
+def test_cached_metrics_compute_once_and_never_write_the_shipped_file(nb, tmp_path):
+    shipped, private, calls = tmp_path / "shipped.metrics.json", tmp_path / "run" / "metrics.json", []
+    shipped.write_text(json.dumps({"shipped": {"images": 10}}))
+    before = shipped.read_bytes()
     for _ in range(2):
-        assert nb.cached_metrics(config, tmp_path, "answer", lambda: calls.append(1) or 42) == 42
+        assert nb.cached_metrics("answer", lambda: calls.append(1) or 42, shipped, private) == 42
     assert calls == [1]
-    assert json.loads((tmp_path / f"{config.run_name()}.metrics.json").read_text()) == {"answer": 42}
+    assert json.loads(private.read_text()) == {"answer": 42}
+    assert nb.cached_metrics("shipped", lambda: pytest.fail("recomputed"), shipped, private) == {"images": 10}
+    more = nb.cached_metrics("shipped", lambda: {"images": 20}, shipped, private, lambda cached: cached["images"] >= 20)
+    assert more == {"images": 20} and json.loads(private.read_text())["shipped"] == {"images": 20}
+    assert shipped.read_bytes() == before
 
 
 def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
@@ -145,7 +203,7 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     nb.run_study(settings[0], loaders, tmp_path, classifier, iwae_k=3, **QUIET)
     for config in settings:
         metrics = json.loads((tmp_path / f"{config.run_name()}.metrics.json").read_text())
-        assert list(metrics["iwae_test_k3"]) == ["1", "3"] and metrics["active_units"] <= config.latent_dim
+        assert list(metrics["iwae_k3"]["bound"]) == ["1", "3"] and metrics["active_units"] <= config.latent_dim
         assert set(metrics["quality"]) == {"real", "samples", "reconstructions"}
     assert "results written to" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@
 import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -190,12 +191,39 @@ def test_bits_per_dim_conversion(nb):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (torch.rand(5, 28, 28), "shape"),  # no channel axis
+    (torch.rand(5, 28, 28), "shape \\(batch, 1, 28, 28\\), got \\(5, 28, 28\\)"),  # no channel axis
     (torch.rand(5, 3, 28, 28), "shape"),
-    (torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), "float tensor"),  # not dequantized
+    (torch.rand(5, 1, 32, 32), "shape"),
+    (torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), "float32 images, got torch.uint8.*dequantize"),
+    (torch.randint(0, 256, (5, 1, 28, 28)), "float32 images, got torch.int64.*dequantize"),
+    (torch.rand(5, 1, 28, 28, dtype=torch.float64), "float32 images, got torch.float64.*x.float\\(\\)"),
+    (torch.rand(5, 1, 28, 28).half(), "float32 images, got torch.float16"),
+    (torch.rand(0, 1, 28, 28), "empty batch"),
+    (torch.full((2, 1, 28, 28), float("nan")), "1568 pixel values are NaN or infinite"),
+    (torch.rand(2, 1, 28, 28).index_put_((torch.tensor([0]), torch.tensor([0]), torch.tensor([3]), torch.tensor([3])),
+                                         torch.tensor(float("inf"))), "1 pixel values are NaN or infinite"),
     (torch.rand(5, 1, 28, 28) * 255, "pixels in \\[0, 1\\]"),
-    ([[0.5]], "float tensor"),
+    (torch.rand(5, 1, 28, 28) - 0.5, "pixels in \\[0, 1\\]"),
+    ([[0.5]], "tensor of images, got a list"),
+    (np.zeros((5, 1, 28, 28), dtype=np.float32), "tensor of images, got a ndarray"),
 ])
 def test_calc_elbo_rejects_what_is_not_a_batch_of_dequantized_images(model, bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         model.calc_elbo(bad)
+    assert len(str(error.value)) < 200  # short, and it says what to pass
+
+
+def test_sample_is_the_decoder_mean_at_standard_normal_draws(model):
+    torch.manual_seed(11)
+    samples = model.sample(7)
+    torch.manual_seed(11)
+    z = torch.randn(7, 3)  # what N(0, I) draws, written out
+    torch.testing.assert_close(samples, torch.sigmoid(model.decoder(z)).detach())
+
+
+def test_the_reconstruction_term_alone_trains_the_encoders_mean_through_the_sample(model, images):
+    """The reparameterized z = mean + std * eps carries the reconstruction's gradient into the encoder's mean head; a
+    z drawn with .sample() would leave that head with the KL's gradient only."""
+    model.calc_elbo(images).reconstruction.backward()
+    for head in (model.encoder.mean, model.encoder.log_std):
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

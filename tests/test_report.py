@@ -29,13 +29,15 @@ def test_curves_are_saved_with_the_elbo_sign_and_zoom(nb, tmp_path):
     assert (tmp_path / "elbo.png").stat().st_size > 10_000 and (tmp_path / "terms.png").exists()
 
 
-def test_results_table_and_summary_quote_the_numbers(nb, tmp_path):
+def test_results_table_and_summary_quote_the_numbers(nb):
     table = nb.results_table(RESULTS)
     assert "| test | -158.5 | " + f"{nb.nats_to_bpd(-158.5):.3f}" in table
-    nb.plot_results_table(RESULTS, tmp_path / "table.png")
     config = nb.VAEConfig()
-    summary = nb.answer_summary(config, {"history": HISTORY, "train_seconds": 600.0, "hardware": "CPU"}, RESULTS)
+    record = {"history": HISTORY, "train_seconds": 600.0, "hardware": "CPU (x86_64, 2 cores)", "precision": "32-true"}
+    summary = nb.answer_summary(config, record, RESULTS, QUALITY, 0.9731)
     assert "−ELBO = -158.5 nats" in summary and "epoch 3" in summary and "10.0 minutes" in summary
+    assert "85.4% of 5,000" in summary and "97.3% of the test images" in summary
+    assert "in 32-bit floats" in summary and "32-true" not in summary and "threads" not in summary
 
 
 def test_interpolation_walks_from_z1_to_z2(nb):
@@ -64,17 +66,23 @@ QUALITY = {name: {"recognised": share, "digit_share": [0.1] * 10, "frechet": fid
 
 def test_quality_and_iwae_tables_quote_the_numbers(nb, tmp_path):
     assert "| samples | 85.4% | 170.70 |" in nb.quality_table(QUALITY)
-    assert "| 1000 | 40.0 | 8.074 |" in nb.iwae_table({1: -43.8, 1000: -40.0})  # bpd = (40 + 784 ln 256)/(784 ln 2)
+    iwae = {"images": 10_000, "bound": {"1": -43.8, "1000": -40.0}, "standard_error": {"1": 0.21, "1000": None}}
+    table = nb.iwae_table(iwae)
+    assert "| 1 | 43.8 ± 0.2 | 8.081 |" in table
+    assert "| 1000 | 40.0 | 8.074 |" in table  # bpd = (40 + 784 ln 256) / (784 ln 2)
+    assert "10,000 test images" in table
     fig = nb.plot_digit_shares(QUALITY, "Which digits?", tmp_path / "shares.png")
     ax = fig.axes[0]
     assert "samples (85% recognised, Fréchet 170.7)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert "%" in ax.get_ylabel() and ax.get_xlabel() and (tmp_path / "shares.png").exists()
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the bars, never over them
 
 
 def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
     config = nb.VAEConfig(sigma="learned", latent_dim=8)
-    metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0}, "iwae_test_k10": {"10": 1010.0},
-               "active_units": 6, "learned_sigma": 0.0512, "quality": QUALITY}
+    metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0},
+               "iwae_k10": {"bound": {"10": 1010.0}}, "active_units": 6, "learned_sigma": 0.0512, "quality": QUALITY}
     table = nb.study_table([(config, metrics, {"train_seconds": 600})]).splitlines()
     assert len(table) == 3 and "IWAE K=10" in table[0]
     assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 | 1030.0 | 30.0 | 6/8 | 85.4% | "

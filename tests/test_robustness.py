@@ -33,10 +33,10 @@ def test_corrupt_checkpoint_is_reported_and_kept(nb, loaders, tmp_path):
     assert broken.read_bytes() == b"not a checkpoint"
 
 
-def test_interrupted_training_saves_nothing_and_leaves_ctrl_c_working(nb, loaders, tmp_path, monkeypatch):
+def test_interrupted_training_publishes_nothing_and_leaves_ctrl_c_working(nb, loaders, tmp_path, monkeypatch):
     kept = tiny(nb, sigma=0.5)
     nb.train_model(kept, loaders, tmp_path, **QUIET)
-    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
     calls = []
 
     def interrupt_on_second_batch(self, batch, batch_idx):
@@ -47,14 +47,15 @@ def test_interrupted_training_saves_nothing_and_leaves_ctrl_c_working(nb, loader
 
     monkeypatch.setattr(nb.VAE, "training_step", interrupt_on_second_batch)
     config = tiny(nb)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="before its first epoch ended"):
         nb.train_model(config, loaders, tmp_path, **QUIET)
-    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before  # nothing new, nothing changed, no temp folder
+    assert {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()} == before  # nothing published or changed
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     monkeypatch.undo()
     model, record = nb.train_model(config, loaders, tmp_path, **QUIET)  # a re-run trains cleanly
     assert record["history"]["epoch"] == [0, 1] and (tmp_path / f"{config.run_name()}.ckpt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the run's folder is gone once published
 
 
 class RunsCodeWhenUnpickled:

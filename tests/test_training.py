@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import QUIET, digest, tiny
 
@@ -87,3 +88,49 @@ def test_evaluate_reports_consistent_terms(nb, loaders):
     for r in results.values():
         assert r["neg_elbo"] == pytest.approx(r["kl"] - r["reconstruction"], rel=1e-5)
     assert nb.evaluate(model, loaders, seed=3) == results  # seeded: the same noise, the same numbers
+
+
+class InterruptAtEpoch(pl.Callback):
+    """Ctrl+C at the start of the given epoch (0-based), as a user or a lost Colab connection would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(nb, loaders, tmp_path, monkeypatch, capsys):
+    config = tiny(nb, max_epochs=3)
+    model, record = nb.train_model(config, loaders, tmp_path / "straight", **QUIET)
+
+    interrupted = tmp_path / "interrupted"
+    fit = nb.fit
+
+    def fit_interrupted(config, loaders, run_dir, **kwargs):
+        original = pl.Trainer.__init__
+
+        def trainer_init(self, *args, callbacks=(), **trainer_kwargs):
+            original(self, *args, callbacks=[*callbacks, InterruptAtEpoch(2)], **trainer_kwargs)
+
+        monkeypatch.setattr(pl.Trainer, "__init__", trainer_init)
+        try:
+            return fit(config, loaders, run_dir, **kwargs)
+        finally:
+            monkeypatch.setattr(pl.Trainer, "__init__", original)
+
+    monkeypatch.setattr(nb, "fit", fit_interrupted)
+    with pytest.raises(KeyboardInterrupt, match="after epoch 2"):
+        nb.train_model(config, loaders, interrupted, **QUIET)
+    assert not (interrupted / f"{config.run_name()}.ckpt").exists()  # nothing published before the end
+    assert (interrupted / f".{config.run_name()}.partial" / "last.ckpt").exists()
+
+    monkeypatch.setattr(nb, "fit", fit)
+    capsys.readouterr()
+    resumed, resumed_record = nb.train_model(config, loaders, interrupted, **QUIET)
+    assert "Continuing the interrupted training" in capsys.readouterr().out
+    assert resumed_record["history"] == record["history"]  # the same batches, noise and weights, epoch by epoch
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert sorted(p.name for p in interrupted.iterdir()) == sorted(config.run_files()[:2])  # the run folder is gone

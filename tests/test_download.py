@@ -1,0 +1,119 @@
+"""Pretrained files from a loopback HTTP server: verified, atomic, never overwriting, every failure explained."""
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+from conftest import REPO, digest
+
+MODEL = "vae_sigma0.1_z2_7c92102c"  # a small shipped model: its three files are what a notebook for it fetches
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((REPO / "checkpoints" / "manifest.json").read_text())
+
+
+def test_manifest_lists_every_shipped_file_with_its_size_and_hash(nb, manifest):
+    shipped = sorted(p.name for p in (REPO / "checkpoints").iterdir() if p.is_file() and p.name != "manifest.json")
+    assert sorted(manifest) == shipped, "refresh it: python -c 'import notebook_defs as d; " \
+                                        "d.load_notebook().write_manifest(d.Path(\"checkpoints\"))'"
+    for name, entry in manifest.items():
+        path = REPO / "checkpoints" / name
+        assert entry == {"bytes": path.stat().st_size, "sha256": digest(path)}, name
+
+
+class Server:
+    """A copy of checkpoints/ served on 127.0.0.1 in a thread; `stop()` closes it (a machine gone offline)."""
+
+    def __init__(self, folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    folder = tmp_path / "published"
+    shutil.copytree(REPO / "checkpoints", folder)
+    server = Server(folder)
+    yield folder, server
+    server.stop()
+
+
+def files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_missing_files_are_downloaded_and_verified(nb, served, tmp_path, capsys):
+    published, server = served
+    local = tmp_path / "local"
+    names = [f"{MODEL}{suffix}" for suffix in (".ckpt", ".json", ".metrics.json")]
+    assert nb.fetch_pretrained(local, names, server.url, "training instead") == []
+    assert files(local) == sorted(names + ["manifest.json"])  # nothing else, no partial files
+    for name in names:
+        assert digest(local / name) == digest(published / name)
+    assert "Downloading" in capsys.readouterr().out
+
+
+def test_a_present_file_is_never_downloaded_again_or_overwritten(nb, served, tmp_path, capsys):
+    _, server = served
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / f"{MODEL}.json").write_text("my own record")
+    server.stop()  # any download attempt would now fail loudly
+    assert nb.fetch_pretrained(local, [f"{MODEL}.json"], server.url, "training instead") == []
+    assert (local / f"{MODEL}.json").read_text() == "my own record"
+    assert capsys.readouterr().out == ""
+
+
+def test_a_file_missing_on_the_server_is_reported(nb, served, tmp_path, capsys):
+    published, server = served
+    (published / f"{MODEL}.ckpt").unlink()
+    local = tmp_path / "local"
+    missing = nb.fetch_pretrained(local, [f"{MODEL}.ckpt", f"{MODEL}.json"], server.url, "the model is trained here")
+    out = capsys.readouterr().out
+    assert missing == [f"{MODEL}.ckpt", f"{MODEL}.json"]  # it stops at the first failure and says so once
+    assert "HTTP 404" in out and "the model is trained here" in out
+    assert not [p for p in local.iterdir() if p.name.startswith(".")]  # no partial file
+
+
+def test_a_corrupted_byte_is_caught_and_nothing_is_kept(nb, served, tmp_path, capsys):
+    published, server = served
+    ckpt = published / f"{MODEL}.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+    local = tmp_path / "local"
+    assert nb.fetch_pretrained(local, [f"{MODEL}.ckpt"], server.url, "training instead") == [f"{MODEL}.ckpt"]
+    assert "SHA-256" in capsys.readouterr().out
+    assert files(local) == ["manifest.json"]
+
+
+def test_a_truncated_body_is_caught_and_nothing_is_kept(nb, served, tmp_path, capsys):
+    published, server = served
+    ckpt = published / f"{MODEL}.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100_000])
+    local = tmp_path / "local"
+    assert nb.fetch_pretrained(local, [f"{MODEL}.ckpt"], server.url, "training instead") == [f"{MODEL}.ckpt"]
+    assert "stopped after 100,000 of" in capsys.readouterr().out
+    assert files(local) == ["manifest.json"]
+
+
+def test_a_stopped_server_means_training_with_an_explanation(nb, served, tmp_path, capsys):
+    _, server = served
+    server.stop()
+    local = tmp_path / "local"
+    assert nb.fetch_pretrained(local, [f"{MODEL}.ckpt"], server.url, "the model is trained here") == [f"{MODEL}.ckpt"]
+    out = capsys.readouterr().out
+    assert "could not be reached" in out and "the model is trained here" in out and "re-run when online" in out
+    assert files(local) == []
