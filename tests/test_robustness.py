@@ -47,10 +47,14 @@ def test_interrupted_training_publishes_nothing_and_leaves_ctrl_c_working(nb, lo
 
     monkeypatch.setattr(nb.VAE, "training_step", interrupt_on_second_batch)
     config = tiny(nb)
-    with pytest.raises(KeyboardInterrupt, match="before its first epoch ended"):
-        nb.train_model(config, loaders, tmp_path, **QUIET)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C working, as in a notebook
+    try:
+        with pytest.raises(KeyboardInterrupt, match="before its first epoch ended"):
+            nb.train_model(config, loaders, tmp_path, **QUIET)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # still working afterwards
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()} == before  # nothing published or changed
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     monkeypatch.undo()
     model, record = nb.train_model(config, loaders, tmp_path, **QUIET)  # a re-run trains cleanly
