@@ -1,0 +1,58 @@
+"""The benchmarks' own code, run on the CPU at toy sizes: the GPU mode is the same code with the device as a
+parameter. Nothing here is timed; the benches write their figures down."""
+
+import importlib.util
+import itertools
+
+import pytest
+import torch
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("speed", REPO / "bench" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mnist_loaders(nb, mnist_root):
+    return nb.make_loaders(mnist_root, 128, 42)
+
+
+def test_training_steps_train_the_graded_model_on_the_given_device(nb, speed, mnist_loaders):
+    cpu = torch.device("cpu")
+    run = speed.training_steps(nb, mnist_loaders["train"], cpu, precision="32-true")
+    run(2 * 128)  # two steps of the notebook's batches, on the device given
+    assert speed.epoch_seconds(nb, mnist_loaders, cpu, "32-true", batches=2) > 0
+
+
+def test_iwae_seconds_scale_a_partial_timing_to_the_whole_test_set(nb, speed, mnist_loaders, monkeypatch):
+    clock = itertools.count(step=0.5)  # every reading of the clock half a second after the last
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
+    model = nb.VAE(channels=(4, 8), hidden=16).eval()
+    assert speed.iwae_seconds(nb, model, mnist_loaders["test"].dataset, images=2, k=10) == pytest.approx(0.5 * 5000)
+
+
+def test_interleaved_throughput_gives_each_ratio_per_repeat(speed, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: now[0])
+    durations = {"slow": iter([2.0, 4.0, 2.0]), "fast": iter([1.0, 1.0, 0.5])}
+
+    def runner(name):
+        return lambda: now.__setitem__(0, now[0] + next(durations[name]))
+
+    rows = speed.interleaved_throughput({"slow": runner("slow"), "fast": runner("fast")}, 100, 3, "slow")
+    assert rows["slow"]["ratio"] == 1 and rows["slow"]["images_per_s"] == pytest.approx(100 / 2.0)
+    assert rows["fast"]["ratio"] == pytest.approx(4.0) and rows["fast"]["ratio_range"] == [2.0, 4.0]
+
+
+def test_the_table_says_when_the_gpu_is_not_measured(speed):
+    cpu = {"machine": "x86_64 CPU", "date": "2026-11-25", "repeats": 5, "epoch_s": 45.0, "sample_10000_s": 1.5,
+           "iwae_k1000_test_s": 1800.0, "iwae_images_timed": 256, "run_all_s": 60.0,
+           "training": {"tutorial-style data, NCHW model": {"images_per_s": 800, "ratio": 1, "ratio_range": [1, 1]}}}
+    table = speed.markdown({"cpu": cpu})
+    assert "30.0 min (256 images timed, scaled)" in table and "GPU**: not measured yet" in table
+    assert "not measured" not in speed.markdown({"cpu": cpu, "cuda": {**cpu, "iwae_images_timed": 10_000}})
