@@ -250,10 +250,11 @@ def markdown(all_results: dict) -> str:
     return "\n".join(lines).rstrip()
 
 
-def write_into_readme(table: str):
+def write_into_readme(table: str, marker: str = "speed"):
+    """Replace what stands between <!-- marker:start --> and <!-- marker:end --> in the README with `table`."""
     readme = REPO / "README.md"
     text = readme.read_text()
-    start, end = "<!-- speed:start -->", "<!-- speed:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         readme.write_text(before + start + "\n" + table + "\n" + end + rest.split(end, 1)[1])

@@ -4,6 +4,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import QUIET, REPO, tiny
@@ -198,17 +199,19 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     loaders = {"train": DataLoader(data, batch_size=16, drop_last=True), "val": DataLoader(data, batch_size=32),
                "test": DataLoader(data, batch_size=32)}
     settings = [tiny(nb, latent_dim=2), tiny(nb, sigma="per-pixel")]
-    monkeypatch.setattr(nb, "study_configs", lambda base: settings)
+    monkeypatch.setattr(nb, "study_configs", lambda base: settings)  # what read_study looks for
     classifier = nb.make_classifier().eval()
-    nb.run_study(settings[0], loaders, tmp_path, classifier, iwae_k=3, **QUIET)
+    nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, **QUIET)
     for config in settings:
         metrics = json.loads((tmp_path / f"{config.run_name()}.metrics.json").read_text())
         assert list(metrics["iwae_k3"]["bound"]) == ["1", "3"] and metrics["active_units"] <= config.latent_dim
-        assert set(metrics["quality"]) == {"real", "samples", "reconstructions"}
+        assert set(metrics["quality"]) == {"real", "samples", "reconstructions", "mixture samples"}
+        mixture = nb.load_mixture(nb.mixture_path(tmp_path, config))
+        assert len(mixture["weights"]) == metrics["mixture"]["components"] and 0 <= metrics["endpoint_fidelity"] <= 1
     assert "results written to" in capsys.readouterr().out
 
     monkeypatch.setattr(nb, "train_model", lambda *args, **kwargs: pytest.fail("a measured setting was retrained"))
-    nb.run_study(settings[0], loaders, tmp_path, classifier, iwae_k=3, **QUIET)
+    nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, **QUIET)
     assert capsys.readouterr().out.count("measured already") == 2
     assert len(nb.read_study(settings[0], tmp_path)) == 2
 
@@ -222,3 +225,49 @@ def test_bits_by_pixel_kind_add_up_to_the_reconstruction_term(nb, small_model, m
     expected = (784 * math.log(256) - reconstruction) / (784 * math.log(2))
     assert sum(k["share"] * k["bits"] for k in kinds.values()) == pytest.approx(expected, rel=1e-4)
     assert all(k["sigma"] == pytest.approx(0.1) for k in kinds.values())
+
+
+def test_fit_mixture_keeps_the_number_of_components_the_held_out_codes_like_best(nb):
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-4.0, 0.0], [4.0, 1.0]])
+
+    def codes(n):
+        which = torch.randint(0, 2, (n,), generator=generator)
+        return centres[which] + 0.5 * torch.randn(n, 2, generator=generator)
+
+    mixture = nb.fit_mixture(codes(3000), codes(1000), seed=0, components=(1, 2))
+    assert len(mixture["weights"]) == 2 and mixture["heldout_loglik"][1] > mixture["heldout_loglik"][0]
+    order = np.argsort(mixture["means"][:, 0])
+    np.testing.assert_allclose(mixture["means"][order], centres.numpy(), atol=0.1)
+
+
+def test_mixture_samples_come_from_the_fitted_mixture(nb):
+    mixture = {"weights": np.array([0.25, 0.75]), "means": np.array([[-10.0, 0.0, 3.0], [10.0, 2.0, -1.0]]),
+               "covariances": np.stack([np.diag([0.5, 1.0, 2.0]), [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0, 0, 0.1]]])}
+    z = nb.mixture_sample(mixture, 40_000, seed=3).double()
+    assert z.shape == (40_000, 3)
+    second = z[:, 0] > 0  # the two components are 20 apart along the first axis
+    assert second.double().mean().item() == pytest.approx(0.75, abs=0.01)
+    for part, k in ((z[~second], 0), (z[second], 1)):
+        np.testing.assert_allclose(part.mean(0).numpy(), mixture["means"][k], atol=0.05)
+        np.testing.assert_allclose(np.cov(part.numpy().T), mixture["covariances"][k], atol=0.06)
+    torch.testing.assert_close(nb.mixture_sample(mixture, 10, seed=3), nb.mixture_sample(mixture, 10, seed=3))
+
+
+def test_a_mixture_is_saved_and_read_back_without_pickles(nb, tmp_path):
+    mixture = nb.fit_mixture(torch.randn(300, 2), torch.randn(100, 2), seed=0, components=(1, 2))
+    np.savez(tmp_path / "m.npz", **mixture)
+    again = nb.load_mixture(tmp_path / "m.npz")
+    assert set(again) == set(mixture)
+    for key in mixture:
+        np.testing.assert_array_equal(again[key], mixture[key])
+
+
+def test_the_gaussian_floor_of_a_dequantized_pixel(nb):
+    """KL(U[0, 1/256) || best Gaussian) integrated numerically: the 0.25 bits the per-pixel model cannot beat."""
+    x = (np.arange(200_000) + 0.5) / 200_000 / 256  # midpoints across the bin
+    s = 1 / 256 / np.sqrt(12)
+    log_gauss = -0.5 * ((x - 0.5 / 256) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi))
+    kl_nats = np.mean(np.log(256) - log_gauss)
+    assert nb.gaussian_floor_bits() == pytest.approx(kl_nats / np.log(2), rel=1e-6)
+    assert nb.gaussian_floor_bits() == pytest.approx(0.2546, abs=1e-4)

@@ -15,7 +15,8 @@ from conftest import REPO, digest
 from test_download import Server
 
 FIGURES = ["elbo_curves.png", "reconstruction_kl_curves.png", "samples.png", "interpolations.png", "digit_shares.png",
-           "reconstructions.png", "latent_diagnostics.png", "study_samples.png", "latent_manifold.png"]
+           "reconstructions.png", "latent_diagnostics.png", "study_samples.png", "mixture_samples.png", "frontier.png",
+           "latent_manifold.png"]
 SMOKE = {"MAX_EPOCHS": 1, "LIMIT_BATCHES": 4, "IWAE_SECONDS": 1}
 COMMITTED = json.loads((REPO / "vae_mnist.ipynb").read_text())
 
@@ -120,10 +121,11 @@ def execute(folder, mnist_root, *parameters, **env):
                           capture_output=True, text=True)
 
 
-def test_a_failed_run_leaves_the_notebook_byte_identical(clone, mnist_root, tmp_path):
+def test_a_failed_run_leaves_the_notebook_byte_identical(nb, clone, mnist_root, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(clone / "checkpoints", checkpoints)
-    (default,) = [p for p in checkpoints.glob("vae_sigma0.1_z3_*.ckpt")]
+    default = checkpoints / f"{nb.VAEConfig().run_name()}.ckpt"
+    assert default.exists()
     default.write_bytes(b"a truncated download")  # the run stops with "Could not read the checkpoint"
     before = digest(clone / "vae_mnist.ipynb")
     run = execute(clone, mnist_root, PATH_CHECKPOINTS=str(checkpoints))
@@ -148,7 +150,8 @@ def test_a_tweak_writes_only_into_its_own_ignored_folder(clone, mnist_root):
     assert run.returncode == 0, run.stderr[-2000:]
     assert git(clone, "status", "--porcelain", "--untracked-files=no") == ""  # no tracked file touched
     (run_folder,) = [p for p in (clone / "runs").iterdir() if p.name.startswith("vae_sigma0.2_z3_")]
-    assert sorted(p.name for p in run_folder.iterdir()) == sorted(FIGURES + ["metrics.json", "vae_mnist.ipynb"])
+    assert sorted(p.name for p in run_folder.iterdir()) == sorted(FIGURES + ["metrics.json", "mixture.npz",
+                                                                             "vae_mnist.ipynb"])
     assert git(clone, "check-ignore", "-q", str(run_folder.relative_to(clone))) == ""  # ignored by git
     assert (clone / "checkpoints" / f"{run_folder.name}.ckpt").exists()  # the new model, beside the shipped ones
 

@@ -81,9 +81,32 @@ def test_quality_and_iwae_tables_quote_the_numbers(nb, tmp_path):
 
 def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
     config = nb.VAEConfig(sigma="learned", latent_dim=8)
+    quality = {**QUALITY, "mixture samples": {"recognised": 0.97, "digit_share": [0.1] * 10, "frechet": 60.2}}
+    # the K = 100 column comes from the bound over the most images that includes K = 100 (here the K = 1000 run)
     metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0},
-               "iwae_k10": {"bound": {"10": 1010.0}}, "active_units": 6, "learned_sigma": 0.0512, "quality": QUALITY}
+               "iwae_k100": {"images": 500, "bound": {"1": 0.0, "100": 0.0}},
+               "iwae_k1000": {"images": 2000, "bound": {"1": 1000.0, "100": 1010.0, "1000": 1020.0}}, "active_units": 6,
+               "learned_sigma": 0.0512, "quality": quality, "endpoint_fidelity": 0.965}
     table = nb.study_table([(config, metrics, {"train_seconds": 600})]).splitlines()
-    assert len(table) == 3 and "IWAE K=10" in table[0]
-    assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 | 1030.0 | 30.0 | 6/8 | 85.4% | "
-                        "170.7 | 97.0% | 10 |")
+    assert len(table) == 3 and "IWAE K=100 (K=1) on 2,000 test images" in table[0]
+    assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 (6.160) | 30.0 | 6/8 | "
+                        "85.4% / 97.0% | 171 / 60 | 88 | 96.5% | 10 |")
+
+
+def test_the_frontier_shows_every_setting_with_both_priors(nb, tmp_path):
+    study = []
+    for i, changes in enumerate([{}, {"sigma": 0.3}, {"latent_dim": 16}, {"sigma": "learned"},
+                                 {"sigma": "per-pixel", "latent_dim": 32}]):
+        quality = {"samples": {"recognised": 0.8 + 0.01 * i, "frechet": 150.0 - i},
+                   "mixture samples": {"recognised": 0.95, "frechet": 60.0 + i}}
+        metrics = {"iwae_k100": {"images": 2000, "bound": {"100": -100.0 * i}}, "quality": quality,
+                   "learned_sigma": 0.2}
+        study.append((nb.dataclasses.replace(nb.VAEConfig(), **changes), metrics, {}))
+    fig = nb.plot_frontier(study, {"recognised": 0.986, "frechet": 49.6}, tmp_path / "frontier.png")
+    share, fid = fig.axes
+    assert len(share.collections) == len(fid.collections) == 2 * len(study)  # a filled and an open point each
+    assert "bits per dimension" in share.get_xlabel() and share.get_xscale() == "log"
+    assert "%" in share.get_ylabel() and "Fréchet" in fid.get_ylabel()
+    offsets = [c.get_offsets()[0] for c in share.collections]
+    assert [round(float(y), 6) for _, y in offsets[:2]] == [80.0, 95.0]  # N(0, I) then mixture, in percent
+    assert (tmp_path / "frontier.png").stat().st_size > 20_000

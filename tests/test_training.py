@@ -11,8 +11,9 @@ from conftest import QUIET, digest, tiny
 
 def test_run_name_changes_with_every_setting(nb):
     base = nb.VAEConfig()
+    changes = [0.2, 8, 5, 64, 3e-4, 1, 0.5, (8, 16), 64, "cosine", None]
     names = {dataclasses.replace(base, **{f.name: change}).run_name()
-             for f, change in zip(dataclasses.fields(base), [0.2, 8, 5, 64, 3e-4, 1, 0.5, (8, 16), 64], strict=True)}
+             for f, change in zip(dataclasses.fields(base), changes, strict=True)}
     assert len(names) == len(dataclasses.fields(base)) and base.run_name() not in names
     assert base.run_name().startswith("vae_sigma0.1_z3_")
 
@@ -134,3 +135,58 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(nb, lo
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert sorted(p.name for p in interrupted.iterdir()) == sorted(config.run_files()[:2])  # the run folder is gone
+
+
+class WeightSnapshots(pl.Callback):
+    """The weights validation scores (after the averaging callback swapped its average in) and the weights training
+    ended each epoch with."""
+
+    def __init__(self):
+        self.validated, self.trained = [], []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.validated.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.trained.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+
+def test_the_weights_validated_saved_and_sampled_are_the_average(nb, loaders, tmp_path, monkeypatch):
+    config = tiny(nb, max_epochs=3)
+    assert config.ema_decay == 0.999  # the notebook's recipe
+    snapshots = WeightSnapshots()
+    original = pl.Trainer.__init__
+
+    def trainer_init(self, *args, callbacks=(), **kwargs):
+        original(self, *args, callbacks=[*callbacks, snapshots], **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", trainer_init)
+    model, record = nb.train_model(config, loaders, tmp_path, **QUIET)
+    best = int(torch.tensor(record["history"]["val_neg_elbo"]).argmin())
+    shipped = model.state_dict()
+    for name, value in shipped.items():
+        torch.testing.assert_close(value, snapshots.validated[best][name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(value, snapshots.trained[best][name]) for name, value in shipped.items())
+    saved = torch.load(tmp_path / config.run_files()[0], weights_only=True)
+    assert set(saved) <= {"state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch",
+                          "global_step"}  # the average and the settings, no optimizer state or last weights
+    torch.manual_seed(0)
+    samples = model.sample(4)
+    torch.manual_seed(0)
+    by_hand = torch.sigmoid(model.decoder.float()(torch.randn(4, config.latent_dim)))
+    torch.testing.assert_close(samples, by_hand.detach())  # sample() decodes with those averaged weights
+
+
+def test_the_cosine_schedule_falls_to_zero_over_the_epochs(nb):
+    model = nb.VAE(lr=1e-3, max_epochs=4, lr_schedule="cosine")
+    [optimizer], [scheduler] = model.configure_optimizers()
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * epoch / 4)) for epoch in range(5)]
+    assert rates + [optimizer.param_groups[0]["lr"]] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="step.*cosine"):
+        nb.VAEConfig(lr_schedule="linear")
