@@ -150,8 +150,9 @@ def main():
     if args.table:
         from speed import write_into_readme  # the sibling bench's
 
-        write_into_readme(table(), "recipe")
-        print(table())
+        text = table()
+        write_into_readme(text, "recipe")
+        print(text)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
