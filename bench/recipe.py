@@ -37,6 +37,7 @@ CANDIDATES = {  # the change each candidate makes to the tutorial's process
     "cosine": {"schedule": "cosine"},  # the learning rate falls to 0 along a half cosine over the epochs
     "clip": {"clip": 3000.0},  # the gradient's norm is clipped to 3,000 (its median over the first two epochs)
     "batch_256": {"batch_size": 256},
+    "lr_2e-3_clip": {"lr": 2e-3, "clip": 3000.0},  # both; with --latent 8 it tests the fix for the dead decoder
 }
 
 
@@ -108,11 +109,12 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
     return log
 
 
-def median_jump(series: list) -> float:
+def median_jump(series: list) -> str:
     """How far the validation -ELBO jumps off its trend: the median over the last 10 epochs of its distance from
-    the mean of the epochs before and after (0 for a smooth curve, however steep)."""
+    the mean of the epochs before and after (0 for a smooth curve, however steep); a dash for under 3 epochs."""
     last = series[-12:]
-    return statistics.median(abs(b - (a + c) / 2) for a, b, c in zip(last, last[1:], last[2:], strict=False))
+    jumps = [abs(b - (a + c) / 2) for a, b, c in zip(last, last[1:], last[2:], strict=False)]
+    return f"{statistics.median(jumps):.1f}" if jumps else "–"
 
 
 def table() -> str:
@@ -132,7 +134,7 @@ def table() -> str:
         q = last["quality_ema"]
         lines.append(
             f"| {log['candidate']} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
-            f"{ema[best_ema]:.1f} ({best_ema + 1}) | {median_jump(val):.1f} / {median_jump(ema):.1f} | "
+            f"{ema[best_ema]:.1f} ({best_ema + 1}) | {median_jump(val)} / {median_jump(ema)} | "
             f"{last['epoch']} | {last['train_measured'] - last['val']:.1f} | {q['samples_recognised']:.1%} | "
             f"{q['endpoint_fidelity']:.1%} | {q['samples_frechet']:.0f} / {q['reconstructions_frechet']:.0f} |")
     return "\n".join(lines)

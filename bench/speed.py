@@ -162,7 +162,7 @@ def time_to_bar(nb, loaders: dict, config, precision: str, classifier, epoch_s: 
         results = nb.evaluate(model, loaders, config.seed)
         quality = nb.sample_quality(model, classifier, loaders["test"].dataset, config.seed)
         seconds = time.perf_counter() - start
-    shipped = json.loads((REPO / "checkpoints" / f"{config.run_name()}.json").read_text())
+    shipped = json.loads(config.run_file(REPO / "checkpoints", ".json").read_text())
     val, recognised = results["val"]["neg_elbo"], quality["samples"]["recognised"]
     return {"epochs": epochs, "seconds": seconds, "val_neg_elbo": val, "test_neg_elbo": results["test"]["neg_elbo"],
             "samples_recognised": recognised,
@@ -194,7 +194,7 @@ def measure(nb, device: torch.device, repeats: int, steps: int, iwae_images: int
             print(f"{name}: failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
     throughput = interleaved_throughput(runs, steps * 128, repeats, "tutorial-style data, NCHW model")
     config = nb.VAEConfig()
-    model = nb.load_checkpoint(REPO / "checkpoints" / f"{config.run_name()}.ckpt", config).to(device).eval()
+    model = nb.load_checkpoint(config.run_file(REPO / "checkpoints", ".ckpt"), config).to(device).eval()
     epoch_s = epoch_seconds(nb, loaders, device, precision)
     results = {
         "machine": describe(device), "date": time.strftime("%Y-%m-%d"), "repeats": repeats,

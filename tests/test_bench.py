@@ -56,3 +56,12 @@ def test_the_table_says_when_the_gpu_is_not_measured(speed):
     table = speed.markdown({"cpu": cpu})
     assert "30.0 min (256 images timed, scaled)" in table and "GPU**: not measured yet" in table
     assert "not measured" not in speed.markdown({"cpu": cpu, "cuda": {**cpu, "iwae_images_timed": 10_000}})
+
+
+def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope():
+    spec = importlib.util.spec_from_file_location("recipe", REPO / "bench" / "recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    assert recipe.median_jump([100.0 - 7 * i for i in range(15)]) == "0.0"  # steep but smooth
+    assert recipe.median_jump([50.0, 54.0] * 7) == "4.0"  # each epoch 4 nats off its neighbours' mean
+    assert recipe.median_jump([80.0, 60.0]) == "–"  # too short to say

@@ -206,7 +206,7 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
         metrics = json.loads((tmp_path / f"{config.run_name()}.metrics.json").read_text())
         assert list(metrics["iwae_k3"]["bound"]) == ["1", "3"] and metrics["active_units"] <= config.latent_dim
         assert set(metrics["quality"]) == {"real", "samples", "reconstructions", "mixture samples"}
-        mixture = nb.load_mixture(nb.mixture_path(tmp_path, config))
+        mixture = nb.load_mixture(config.run_file(tmp_path, ".mixture.npz"))
         assert len(mixture["weights"]) == metrics["mixture"]["components"] and 0 <= metrics["endpoint_fidelity"] <= 1
     assert "results written to" in capsys.readouterr().out
 

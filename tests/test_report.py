@@ -110,3 +110,25 @@ def test_the_frontier_shows_every_setting_with_both_priors(nb, tmp_path):
     offsets = [c.get_offsets()[0] for c in share.collections]
     assert [round(float(y), 6) for _, y in offsets[:2]] == [80.0, 95.0]  # N(0, I) then mixture, in percent
     assert (tmp_path / "frontier.png").stat().st_size > 20_000
+
+
+def test_the_frontier_numbers_a_crowded_cluster_without_overlap(nb, tmp_path):
+    # six settings within 0.05 bits/dim and half a percent of each other, and one far away that sets the scale (as
+    # the per-pixel models do): every number stays separate and readable
+    study = []
+    for i, changes in enumerate([{}, {"sigma": 0.3}, {"sigma": 0.03}, {"latent_dim": 2}, {"latent_dim": 8},
+                                 {"sigma": 1.0}, {"sigma": "per-pixel"}]):
+        crowded = i < 6
+        quality = {"samples": {"recognised": 0.82 + 0.001 * i if crowded else 0.25,
+                               "frechet": 160.0 + 0.5 * i if crowded else 700.0},
+                   "mixture samples": {"recognised": 0.95, "frechet": 60.0}}
+        metrics = {"iwae_k100": {"images": 2000, "bound": {"100": 5.0 * i if crowded else 2100.0}}, "quality": quality}
+        study.append((nb.dataclasses.replace(nb.VAEConfig(), **changes), metrics, {}))
+    fig = nb.plot_frontier(study, {"recognised": 0.986, "frechet": 49.6}, tmp_path / "frontier.png")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        numbers = [t for t in ax.texts if t.get_text().isdigit()]
+        assert sorted(int(t.get_text()) for t in numbers) == list(range(1, 8))
+        boxes = [t.get_window_extent() for t in numbers]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert [h.get_label() for h in fig.legends[1].legend_handles][0] == "σ 0.1, z3 (graded)"
