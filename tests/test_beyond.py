@@ -211,8 +211,20 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     assert "results written to" in capsys.readouterr().out
 
     monkeypatch.setattr(nb, "train_model", lambda *args, **kwargs: pytest.fail("a measured setting was retrained"))
+    monkeypatch.setattr(nb, "measure", lambda *args, **kwargs: pytest.fail("a measured setting was re-measured"))
+    first = tmp_path / f"{settings[0].run_name()}.metrics.json"
+    before = json.loads(first.read_text())
+    assert before["aggregate_posterior"]["images"] == 64  # every training image, not only the full batches
+    # a bound with a larger K that includes K = 3 counts (the graded model's K = 1000 run includes 100), and a
+    # measurement added later is taken alone, from the saved checkpoint
+    later = {**before, "iwae_k1000": before.pop("iwae_k3")}
+    del later["aggregate_posterior"]
+    first.write_text(json.dumps(later))
     nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, **QUIET)
     assert capsys.readouterr().out.count("measured already") == 2
+    after = json.loads(first.read_text())
+    assert after == {**later, "aggregate_posterior": after["aggregate_posterior"]}
+    assert after["aggregate_posterior"]["kl"] == pytest.approx(before["aggregate_posterior"]["kl"], rel=1e-6)
     assert len(nb.read_study(settings[0], tmp_path)) == 2
 
 
@@ -271,3 +283,63 @@ def test_the_gaussian_floor_of_a_dequantized_pixel(nb):
     kl_nats = np.mean(np.log(256) - log_gauss)
     assert nb.gaussian_floor_bits() == pytest.approx(kl_nats / np.log(2), rel=1e-6)
     assert nb.gaussian_floor_bits() == pytest.approx(0.2546, abs=1e-4)
+
+
+def test_the_aggregate_posterior_density_matches_torch_distributions(nb):
+    """log q(z) of (1/N) sum_i N(m_i, s_i²) against torch's own mixture, with wide and with 0.01-narrow posteriors."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    generator = torch.Generator().manual_seed(0)
+    for scale in (0.5, 0.01):
+        means = torch.randn(30, 3, generator=generator, dtype=torch.float64)
+        log_stds = np.log(scale) + 0.3 * torch.randn(30, 3, generator=generator, dtype=torch.float64)
+        z = means[:10] + scale * torch.randn(10, 3, generator=generator, dtype=torch.float64)  # near the codes
+        z = torch.cat([z, torch.randn(10, 3, generator=generator, dtype=torch.float64)])  # and anywhere
+        mixture = MixtureSameFamily(Categorical(torch.ones(30, dtype=torch.float64)),
+                                    Independent(Normal(means, log_stds.exp()), 1))
+        torch.testing.assert_close(nb.log_aggregate_posterior(z, means, log_stds), mixture.log_prob(z))
+
+
+def test_the_kl_splits_into_mutual_information_and_the_marginal_kl(nb):
+    generator = torch.Generator().manual_seed(1)
+    # every image with the same posterior: the code says nothing about the image, I(x; z) = 0, and the marginal KL
+    # is the whole KL, 0.5 (0.25 + 0.16 - 1) - ln 0.4 per dimension
+    means, log_stds = torch.full((500, 2), 0.5), torch.full((500, 2), math.log(0.4))
+    same = nb.kl_decomposition(means, log_stds, seed=0)
+    expected = 2 * (0.5 * (0.25 + 0.16 - 1) - math.log(0.4))
+    assert same["kl"] == pytest.approx(expected) and same["mutual_information"] == pytest.approx(0, abs=1e-9)
+    assert same["marginal_kl"] == pytest.approx(expected)
+    # codes far apart and narrow: each identifies its image, so I(x; z) = ln N
+    means, log_stds = 3 * torch.randn(40, 2, generator=generator), torch.full((40, 2), math.log(1e-4))
+    apart = nb.kl_decomposition(means, log_stds, seed=0)
+    assert apart["images"] == 40 and apart["mutual_information"] == pytest.approx(math.log(40), abs=1e-6)
+    assert apart["marginal_kl"] == pytest.approx(apart["kl"] - math.log(40), abs=1e-6)
+
+
+def test_mixture_density_matches_scikit_learn(nb):
+    from sklearn.mixture import GaussianMixture
+
+    codes = torch.cat([torch.randn(300, 2) - 3, 0.5 * torch.randn(200, 2) + 2])
+    fitted = GaussianMixture(2, covariance_type="full", random_state=0).fit(codes.double().numpy())
+    mixture = {"weights": fitted.weights_, "means": fitted.means_, "covariances": fitted.covariances_}
+    z = 3 * torch.randn(50, 2)
+    np.testing.assert_allclose(nb.mixture_log_density(mixture, z).numpy(), fitted.score_samples(z.double().numpy()),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_recognised_by_density_groups_the_draws_by_how_dense_the_codes_are(nb, small_model):
+    def classifier(logit):  # every image the same class probabilities: all recognised, or none
+        stub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        torch.nn.init.zeros_(stub[1].weight)
+        with torch.no_grad():
+            stub[1].bias.copy_(torch.tensor([logit] + [0.0] * 9))
+        return stub
+
+    prior = {"weights": np.ones(1), "means": np.zeros((1, 2)), "covariances": np.eye(2)[None]}
+    groups = nb.recognised_by_density(small_model, classifier(20.0), prior, seed=0, n=1000)
+    assert len(groups) == 10 and all(g["low"] == pytest.approx(0) == g["high"] for g in groups)  # m = p: ratio 0
+    assert all(g["recognised"] == 1 for g in groups)
+    wide = {**prior, "covariances": 4 * np.eye(2)[None]}  # ratio 3/8 |z|² - 2 ln 2: rises with |z|
+    groups = nb.recognised_by_density(small_model, classifier(0.0), wide, seed=0, n=1000)
+    assert groups[0]["low"] == pytest.approx(-2 * math.log(2), abs=0.01) and all(g["recognised"] == 0 for g in groups)
+    assert all(a["high"] <= b["low"] for a, b in zip(groups, groups[1:], strict=False))

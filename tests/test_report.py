@@ -86,10 +86,11 @@ def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
     metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0},
                "iwae_k100": {"images": 500, "bound": {"1": 0.0, "100": 0.0}},
                "iwae_k1000": {"images": 2000, "bound": {"1": 1000.0, "100": 1010.0, "1000": 1020.0}}, "active_units": 6,
-               "learned_sigma": 0.0512, "quality": quality, "endpoint_fidelity": 0.965}
+               "learned_sigma": 0.0512, "quality": quality, "endpoint_fidelity": 0.965,
+               "aggregate_posterior": {"images": 50_000, "kl": 30.4, "mutual_information": 10.8, "marginal_kl": 19.6}}
     table = nb.study_table([(config, metrics, {"train_seconds": 600})]).splitlines()
     assert len(table) == 3 and "IWAE K=100 (K=1) on 2,000 test images" in table[0]
-    assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 (6.160) | 30.0 | 6/8 | "
+    assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 (6.160) | 30.0 (10.8 + 19.6) | 6/8 | "
                         "85.4% / 97.0% | 171 / 60 | 88 | 96.5% | 10 |")
 
 
