@@ -224,7 +224,8 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.count("measured already") == 2
     after = json.loads(first.read_text())
     assert after == {**later, "aggregate_posterior": after["aggregate_posterior"]}
-    assert after["aggregate_posterior"]["kl"] == pytest.approx(before["aggregate_posterior"]["kl"], rel=1e-6)
+    for key in ("kl", "mutual_information"):
+        assert after["aggregate_posterior"][key] == pytest.approx(before["aggregate_posterior"][key], rel=1e-6)
     assert len(nb.read_study(settings[0], tmp_path)) == 2
 
 
@@ -314,6 +315,15 @@ def test_the_kl_splits_into_mutual_information_and_the_marginal_kl(nb):
     apart = nb.kl_decomposition(means, log_stds, seed=0)
     assert apart["images"] == 40 and apart["mutual_information"] == pytest.approx(math.log(40), abs=1e-6)
     assert apart["marginal_kl"] == pytest.approx(apart["kl"] - math.log(40), abs=1e-6)
+    # overlapping posteriors in one dimension: I(x; z) = mean_i ∫ q_i log(q_i / q) dz, integrated on a fine grid
+    means, stds = torch.tensor([[-1.0], [0.0], [0.5], [2.0]]), torch.tensor([[0.5], [0.8], [0.3], [1.0]])
+    grid = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    densities = torch.distributions.Normal(means.double(), stds.double()).log_prob(grid).exp()  # (4, grid)
+    mixture = densities.mean(0)
+    integrand = densities * (densities.clamp_min(1e-300).log() - mixture.clamp_min(1e-300).log())
+    information = torch.trapezoid(integrand, grid).mean().item()
+    overlap = nb.kl_decomposition(means, stds.log(), n=40_000, seed=0)
+    assert 0.3 < information < math.log(4) and overlap["mutual_information"] == pytest.approx(information, abs=0.02)
 
 
 def test_mixture_density_matches_scikit_learn(nb):
@@ -343,3 +353,17 @@ def test_recognised_by_density_groups_the_draws_by_how_dense_the_codes_are(nb, s
     groups = nb.recognised_by_density(small_model, classifier(0.0), wide, seed=0, n=1000)
     assert groups[0]["low"] == pytest.approx(-2 * math.log(2), abs=0.01) and all(g["recognised"] == 0 for g in groups)
     assert all(a["high"] <= b["low"] for a, b in zip(groups, groups[1:], strict=False))
+    # a decoder that draws a white image for |z| > 1.5 and a black one inside, and a classifier sure of white images
+    # only (p = 0.88 < 0.9 for black ones): exactly the draws with a ratio above 3/8 · 1.5² − 2 ln 2 are recognised
+    def white_outside_decode(z):
+        return (z.norm(dim=1) > 1.5).float()[:, None, None, None].expand(-1, 1, 28, 28)
+
+    white_outside = SimpleNamespace(hparams=SimpleNamespace(latent_dim=2), device=torch.device("cpu"),
+                                    decode=white_outside_decode)
+    sure_of_white = classifier(math.log(0.88 * 9 / 0.12))  # bias: p = 0.88 on a black image
+    torch.nn.init.constant_(sure_of_white[1].weight[0], 0.01)  # a white image adds 7.84 to the first logit
+    edge = 3 / 8 * 1.5**2 - 2 * math.log(2)
+    groups = nb.recognised_by_density(white_outside, sure_of_white, wide, seed=0, n=1000)
+    expected = [1.0 if g["low"] > edge else 0.0 if g["high"] < edge else None for g in groups]
+    assert 0 in expected and 1 in expected
+    assert all(g["recognised"] == e for g, e in zip(groups, expected, strict=True) if e is not None)
