@@ -91,6 +91,25 @@ def test_evaluate_reports_consistent_terms(nb, loaders):
     assert nb.evaluate(model, loaders, seed=3) == results  # seeded: the same noise, the same numbers
 
 
+def test_evaluate_leaves_the_model_where_it_was(nb, loaders, monkeypatch):
+    """Lightning's trainer moves a model it tested to the CPU; on a GPU that stranded the notebook's model there.
+    On this CPU a trainer that changes the model it tested (it zeroes the weights) stands in for it."""
+    test = nb.pl.Trainer.test
+
+    def test_then_change(self, model, *args, **kwargs):
+        metrics = test(self, model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return metrics
+
+    monkeypatch.setattr(nb.pl.Trainer, "test", test_then_change)
+    model = nb.VAE(**dataclasses.asdict(tiny(nb)))
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    nb.evaluate(model, loaders, seed=3)
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())
+
+
 class InterruptAtEpoch(pl.Callback):
     """Ctrl+C at the start of the given epoch (0-based), as a user or a lost Colab connection would."""
 

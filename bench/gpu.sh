@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 13 in one call of a lent GPU machine (it has PyTorch, Lightning, torchmetrics and
+# scikit-learn, but no Jupyter and no internet), each step under its own time limit so the call always returns:
+#   1. "run all" of the default settings from the shipped checkpoints (execute.py), the executed copy kept;
+#   2. bench/speed.py --device cuda (throughput, an epoch, sample(10_000), the K = 1000 bound, "run all");
+#   3. the notebook's smoke test and the model and bench tests, on the GPU;
+#   4. the K = 1000 bound's time against the decoder's batch size;
+#   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier).
+# It expects, in the ignored folder .gpu/ (carried with the call; the whole tree must stay under 64 MiB, so move
+# some study settings' four files out of checkpoints/ and the index for the call):
+#   wheels/  `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`
+#            of importnb papermill nbclient nbformat jupyter_client jupyter_core traitlets fastjsonschema jsonschema
+#            jsonschema-specifications referencing rpds-py entrypoints tenacity ipykernel comm ipython
+#            ipython_pygments_lexers jedi parso prompt_toolkit wcwidth pexpect ptyprocess matplotlib-inline
+#            nest-asyncio2 pyzmq tornado stack-data executing asttokens pure_eval platformdirs (versions as in .venv);
+#   mnist/   the four MNIST files of data/MNIST/raw, gzipped.
+# Results and logs go to $OUT. Usage (on the device machine, from the repository root): bash bench/gpu.sh
+set -u
+t0=$(date +%s)
+deadline=$((t0 + ${GPU_SECONDS:-560}))
+left() { local s=$((deadline - $(date +%s) - 10)); echo $((s < $1 ? (s > 1 ? s : 1) : $1)); }  # seconds, at most $1
+step() { echo; echo "=== $1 ($(($(date +%s) - t0)) s in)"; }
+# Settings missing here are not downloaded (the machine is offline): a closed local port fails at once.
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PRETRAINED_URL=http://127.0.0.1:9/
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+step "environment"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl
+export PYTHONPATH=/tmp/site
+mkdir -p data/MNIST/raw
+for f in .gpu/mnist/*.gz; do gunzip -c "$f" > "data/MNIST/raw/$(basename "$f" .gz)"; done
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+python3 -c "import torch, pytorch_lightning, torchmetrics, sklearn, papermill; print(torch.__version__, \
+torch.version.cuda, torch.cuda.get_device_name(0), 'lightning', pytorch_lightning.__version__, 'torchmetrics', \
+torchmetrics.__version__, 'sklearn', sklearn.__version__, 'papermill', papermill.__version__)"
+
+step "run all, default settings, shipped checkpoints (execute.py)"
+start=$(date +%s)
+timeout "$(left 120)" python3 execute.py && echo "execute.py: $(($(date +%s) - start)) s"
+cp vae_mnist.ipynb "$OUT/default_gpu.ipynb"
+
+step "bench/speed.py --device cuda"
+timeout "$(left 200)" python3 bench/speed.py --device cuda --repeats 5 --run-all-repeats 1
+cp bench/results/speed.json "$OUT/speed.json"
+
+step "tests on the GPU: the notebook's smoke run, the model, the bench"
+PATH_DATASETS=$PWD/data timeout "$(left 130)" python3 -m pytest -q -p no:cacheprovider -x \
+  tests/test_notebook.py::test_notebook_runs_end_to_end_in_smoke_mode tests/test_model.py tests/test_bench.py
+
+step "the K = 1000 bound against the decoder's batch (images per decoder call), 2,000 test images"
+timeout "$(left 40)" python3 - <<'EOF'
+import time, torch, sys
+sys.path.insert(0, ".")
+from notebook_defs import load_notebook
+nb = load_notebook()
+config = nb.VAEConfig()
+model = nb.load_checkpoint(config.run_file(nb.Path("checkpoints"), ".ckpt"), config).cuda().eval()
+test = nb.load_mnist(nb.dataset_root(), train=False)
+for budget in (8192, 2048, 32768, 131072, 8192):
+    torch.cuda.synchronize(); start = time.perf_counter()
+    bound = nb.iwae_bounds(model, test, 1000, 0, images=2000, budget=budget)["bound"]["1000"]
+    torch.cuda.synchronize()
+    print(f"budget {budget:>6}: {time.perf_counter() - start:6.2f} s for 2,000 images, bound {bound:.4f} nats")
+EOF
+
+step "the default settings retrained from scratch on the GPU (papermill)"
+fresh=/tmp/fresh && mkdir -p $fresh/checkpoints && cp checkpoints/mnist_classifier.pt $fresh/checkpoints/
+start=$(date +%s)
+PATH_CHECKPOINTS=$fresh/checkpoints PATH_FIGURES=$fresh/figures PATH_RUNS=$fresh/runs \
+  timeout "$(left 600)" python3 -m papermill vae_mnist.ipynb "$OUT/retrain_gpu.ipynb" --log-level ERROR \
+  && echo "retrain run all: $(($(date +%s) - start)) s"
+cp $fresh/checkpoints/*.json "$OUT/" 2>/dev/null || find $fresh -name metrics.csv -exec cp {} "$OUT/retrain_metrics.csv" \;
+ls -la "$OUT"
