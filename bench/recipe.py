@@ -38,6 +38,7 @@ CANDIDATES = {  # the change each candidate makes to the tutorial's process
     "clip": {"clip": 3000.0},  # the gradient's norm is clipped to 3,000 (its median over the first two epochs)
     "batch_256": {"batch_size": 256},
     "lr_2e-3_clip": {"lr": 2e-3, "clip": 3000.0},  # both; with --latent 8 it tests the fix for the dead decoder
+    "wide": {"channels": (32, 64), "hidden": 512},  # more capacity than the notebook's (24, 48) channels, 256 units
 }
 
 
@@ -74,7 +75,7 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
                                                                       targets=train.labels[:10_000])), 500)
     classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", data).to(nb.best_device())
     torch.manual_seed(seed)
-    model = nb.VAE(latent_dim=latent)
+    model = nb.VAE(latent_dim=latent, **{key: change[key] for key in ("channels", "hidden") if key in change})
     optimizer = torch.optim.Adam(model.parameters(), lr=change["lr"], fused=True)
     schedule = learning_rate_schedule(optimizer, change["schedule"], epochs)
     average = torch.optim.swa_utils.AveragedModel(model, avg_fn=nb.ema_with_warmup(0.999))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -209,3 +210,29 @@ def test_the_cosine_schedule_falls_to_zero_over_the_epochs(nb):
     assert rates + [optimizer.param_groups[0]["lr"]] == pytest.approx(expected)
     with pytest.raises(ValueError, match="step.*cosine"):
         nb.VAEConfig(lr_schedule="linear")
+
+
+def test_a_dead_decoder_stops_the_training_after_two_blank_epochs(nb, loaders, tmp_path, monkeypatch):
+    """A decoder pushed deep into the sigmoid's flat end (a shift of -1000 before it) draws a blank image for every
+    z and gets no gradient back: the check stops the training after two such epochs, says what to change, and
+    leaves no run to continue from."""
+    decoder_forward = nb.Decoder.forward
+    monkeypatch.setattr(nb.Decoder, "forward", lambda self, z: decoder_forward(self, z) - 1000)
+    config = tiny(nb, max_epochs=5)
+    with pytest.raises(nb.DeadDecoder, match=r"after epoch 2 .* set LR = 1e-3"):
+        nb.train_model(config, loaders, tmp_path, **QUIET)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no run folder
+
+
+def test_the_dead_decoder_check_needs_two_blank_epochs_in_a_row_and_draws_no_random_numbers(nb):
+    blank = SimpleNamespace(decode=lambda z: torch.zeros(len(z), 1, 28, 28), device=torch.device("cpu"))
+    faint = SimpleNamespace(decode=lambda z: torch.full((len(z), 1, 28, 28), 0.02), device=torch.device("cpu"))
+    trainer = SimpleNamespace(current_epoch=0)
+    check = nb.DeadDecoderCheck(latent_dim=3)
+    state = torch.get_rng_state()
+    for module in (blank, faint, blank, faint, faint):  # a blank epoch, then a drawing one: the count starts over
+        check.on_train_epoch_end(trainer, module)
+    assert torch.equal(torch.get_rng_state(), state)
+    check.on_train_epoch_end(trainer, blank)
+    with pytest.raises(nb.DeadDecoder):
+        check.on_train_epoch_end(trainer, blank)
