@@ -6,15 +6,27 @@
 #   3. the notebook's smoke test and the model and bench tests, on the GPU;
 #   4. the K = 1000 bound's time against the decoder's batch size;
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier).
-# It expects, in the ignored folder .gpu/ (carried with the call; the whole tree must stay under 64 MiB, so move
-# some study settings' four files out of checkpoints/ and the index for the call):
-#   wheels/  `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`
-#            of importnb papermill nbclient nbformat jupyter_client jupyter_core traitlets fastjsonschema jsonschema
-#            jsonschema-specifications referencing rpds-py entrypoints tenacity ipykernel comm ipython
-#            ipython_pygments_lexers jedi parso prompt_toolkit wcwidth pexpect ptyprocess matplotlib-inline
-#            nest-asyncio2 pyzmq tornado stack-data executing asttokens pure_eval platformdirs (versions as in .venv);
-#   mnist/   the four MNIST files of data/MNIST/raw, gzipped.
-# Results and logs go to $OUT. Usage (on the device machine, from the repository root): bash bench/gpu.sh
+# It expects the ignored folder .gpu/, carried with the call: wheels/ (Jupyter and importnb for the machine's
+# Python 3.12, the versions of .venv) and mnist/ (the four MNIST files of $PATH_DATASETS, gzipped). Here, once:
+#   echo /.gpu/ >> .git/info/exclude; PATH_DATASETS=$PWD/data bash bench/gpu.sh --prepare
+# The tree a call sends must stay under 64 MiB: for the call, move some study settings' four files out of
+# checkpoints/ and the git index, and put them back after. Results and logs go to $OUT.
+# Usage (on the device machine, from the repository root): bash bench/gpu.sh
+if [ "${1:-}" = "--prepare" ]; then
+  mkdir -p .gpu/wheels .gpu/mnist
+  for name in importnb papermill nbclient nbformat jupyter_client jupyter_core traitlets fastjsonschema jsonschema \
+      jsonschema-specifications referencing rpds-py entrypoints tenacity ipykernel comm ipython ipython_pygments_lexers \
+      jedi parso prompt_toolkit wcwidth pexpect ptyprocess matplotlib-inline nest-asyncio2 pyzmq tornado stack-data \
+      executing asttokens pure_eval platformdirs; do
+    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .gpu/wheels \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      --platform manylinux1_x86_64 --platform manylinux_2_34_x86_64 \
+      "$name==$(python -m pip show "$name" | sed -n 's/^Version: //p')" || exit 1
+  done
+  for f in "${PATH_DATASETS:-data}"/MNIST/raw/*-ubyte; do gzip -9 -c "$f" > ".gpu/mnist/$(basename "$f").gz"; done
+  du -sh .gpu/wheels .gpu/mnist
+  exit
+fi
 set -u
 t0=$(date +%s)
 deadline=$((t0 + ${GPU_SECONDS:-560}))
