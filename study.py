@@ -47,7 +47,7 @@ def main():
     checkpoints = Path(os.environ.get("PATH_CHECKPOINTS", "checkpoints"))
     data = nb.dataset_root()
     loaders = nb.make_loaders(data, nb.VAEConfig().batch_size, nb.VAEConfig().seed)
-    classifier = nb.load_classifier(checkpoints / "mnist_classifier.pt", data).to(nb.best_device())
+    classifier = nb.load_classifier(checkpoints / "mnist_classifier.pt", data)
     start = time.perf_counter()
     # trained as the notebook's training cell trains: bf16 mixed precision on a CPU that computes bf16
     nb.run_study(configs, loaders, checkpoints, classifier, args.iwae_k, args.iwae_images or None,

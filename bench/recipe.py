@@ -73,7 +73,7 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
     train = loaders["train"]
     train_eval = nb.DeviceBatches(nb.DequantizedMNIST(SimpleNamespace(data=train.images[:10_000, 0],
                                                                       targets=train.labels[:10_000])), 500)
-    classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", data).to(nb.best_device())
+    classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", data)
     torch.manual_seed(seed)
     model = nb.VAE(latent_dim=latent, **{key: change[key] for key in ("channels", "hidden") if key in change})
     optimizer = torch.optim.Adam(model.parameters(), lr=change["lr"], fused=True)
