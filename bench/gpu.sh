@@ -6,6 +6,9 @@
 #   3. the notebook's smoke test and the model and bench tests, on the GPU;
 #   4. the K = 1000 bound's time against the decoder's batch size;
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier).
+# GPU_STEPS picks some of them (default: all five, by these names), and adds the one that is not run by default:
+#   run_all speed tests sweep retrain     recipe: bench/recipe.py lr_2e-3 --epochs 150 (the shipped recipe for the
+#   tutorial's 150 epochs), in the background from its place in the list, so that the steps after it share the GPU.
 # It expects the ignored folder .gpu/, carried with the call: wheels/ (Jupyter and importnb for the machine's
 # Python 3.12, the versions of .venv) and mnist/ (the four MNIST files of $PATH_DATASETS, gzipped). Here, once:
 #   echo /.gpu/ >> .git/info/exclude; PATH_DATASETS=$PWD/data bash bench/gpu.sh --prepare
@@ -46,20 +49,27 @@ python3 -c "import torch, pytorch_lightning, torchmetrics, sklearn, papermill; p
 torch.version.cuda, torch.cuda.get_device_name(0), 'lightning', pytorch_lightning.__version__, 'torchmetrics', \
 torchmetrics.__version__, 'sklearn', sklearn.__version__, 'papermill', papermill.__version__)"
 
-step "run all, default settings, shipped checkpoints (execute.py)"
+steps=" ${GPU_STEPS:-run_all speed tests sweep retrain} "
+wants() { [[ "$steps" == *" $1 "* ]]; }
+
+wants run_all && { step "run all, default settings, shipped checkpoints (execute.py)"
 start=$(date +%s)
-timeout "$(left 120)" python3 execute.py && echo "execute.py: $(($(date +%s) - start)) s"
-cp vae_mnist.ipynb "$OUT/default_gpu.ipynb"
+timeout "$(left 180)" python3 execute.py && echo "execute.py: $(($(date +%s) - start)) s"
+cp vae_mnist.ipynb "$OUT/default_gpu.ipynb"; }
 
-step "bench/speed.py --device cuda"
+wants recipe && { step "bench/recipe.py lr_2e-3 --epochs 150, in the background (recipe.log)"
+  (PATH_DATASETS=$PWD/data timeout "$(left 100000)" python3 bench/recipe.py lr_2e-3 --epochs 150 --quality-every 25 \
+    > "$OUT/recipe.log" 2>&1; cp bench/results/recipe/lr_2e-3_z3.json "$OUT/") & }
+
+wants speed && { step "bench/speed.py --device cuda"
 timeout "$(left 200)" python3 bench/speed.py --device cuda --repeats 5 --run-all-repeats 1
-cp bench/results/speed.json "$OUT/speed.json"
+cp bench/results/speed.json "$OUT/speed.json"; }
 
-step "tests on the GPU: the notebook's smoke run, the model, the bench"
+wants tests && { step "tests on the GPU: the notebook's smoke run, the model, the bench"
 PATH_DATASETS=$PWD/data timeout "$(left 130)" python3 -m pytest -q -p no:cacheprovider -x \
-  tests/test_notebook.py::test_notebook_runs_end_to_end_in_smoke_mode tests/test_model.py tests/test_bench.py
+  tests/test_notebook.py::test_notebook_runs_end_to_end_in_smoke_mode tests/test_model.py tests/test_bench.py; }
 
-step "the K = 1000 bound against the decoder's batch (images per decoder call), 2,000 test images"
+wants sweep && { step "the K = 1000 bound against the decoder's batch (images per decoder call), 2,000 test images"
 timeout "$(left 40)" python3 - <<'EOF'
 import time, torch, sys
 sys.path.insert(0, ".")
@@ -74,12 +84,15 @@ for budget in (8192, 2048, 32768, 131072, 8192):
     torch.cuda.synchronize()
     print(f"budget {budget:>6}: {time.perf_counter() - start:6.2f} s for 2,000 images, bound {bound:.4f} nats")
 EOF
+}
 
-step "the default settings retrained from scratch on the GPU (papermill)"
+wants retrain && { step "the default settings retrained from scratch on the GPU (papermill)"
 fresh=/tmp/fresh && mkdir -p $fresh/checkpoints && cp checkpoints/mnist_classifier.pt $fresh/checkpoints/
 start=$(date +%s)
 PATH_CHECKPOINTS=$fresh/checkpoints PATH_FIGURES=$fresh/figures PATH_RUNS=$fresh/runs \
   timeout "$(left 600)" python3 -m papermill vae_mnist.ipynb "$OUT/retrain_gpu.ipynb" --log-level ERROR \
   && echo "retrain run all: $(($(date +%s) - start)) s"
-cp $fresh/checkpoints/*.json "$OUT/" 2>/dev/null || find $fresh -name metrics.csv -exec cp {} "$OUT/retrain_metrics.csv" \;
+cp $fresh/checkpoints/*.json "$OUT/" 2>/dev/null || find $fresh -name metrics.csv -exec cp {} "$OUT/retrain_metrics.csv" \; ; }
+
+wait  # for a step in the background
 ls -la "$OUT"

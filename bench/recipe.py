@@ -17,7 +17,6 @@ go to bench/results/recipe/<candidate>_z<latent>.json.
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -75,12 +74,15 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
                                                                       targets=train.labels[:10_000])), 500)
     classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", data)
     torch.manual_seed(seed)
-    model = nb.VAE(latent_dim=latent, **{key: change[key] for key in ("channels", "hidden") if key in change})
+    device = nb.best_device()  # where DeviceBatches put the batches
+    layers = {key: change[key] for key in ("channels", "hidden") if key in change}
+    model = nb.VAE(latent_dim=latent, **layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=change["lr"], fused=True)
     schedule = learning_rate_schedule(optimizer, change["schedule"], epochs)
-    average = torch.optim.swa_utils.AveragedModel(model, avg_fn=nb.ema_with_warmup(0.999))
+    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=nb.ema_with_warmup(0.999))
     log = {"candidate": name, "change": change, "latent_dim": latent, "epochs": [],
-           "machine": f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"}
+           "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
+                      f"torch {torch.__version__}"}
     out = RESULTS / f"{name}_z{latent}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
@@ -93,12 +95,12 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), change["clip"] or math.inf)
             optimizer.step()
             average.update_parameters(model)
-            running.append((loss.item(), norm.item()))
+            running.append(torch.stack([loss.detach(), norm]))  # read once an epoch: no wait for the GPU per step
         schedule.step()
         model.eval()
+        losses, norms = torch.stack(running).double().T.tolist()
         row = {"epoch": epoch, "seconds": time.perf_counter() - start,
-               "train_running": sum(r[0] for r in running) / len(running),
-               "grad_norm_median": sorted(r[1] for r in running)[len(running) // 2],
+               "train_running": sum(losses) / len(losses), "grad_norm_median": sorted(norms)[len(norms) // 2],
                "val": mean_neg_elbo(model, loaders["val"]), "val_ema": mean_neg_elbo(average.module, loaders["val"])}
         if epoch % quality_every == 0 or epoch == epochs:
             row["train_measured"] = mean_neg_elbo(model, train_eval)

@@ -243,7 +243,8 @@ def markdown(all_results: dict) -> str:
                   + ("" if timed == 10_000 else f" ({timed:,} images timed, scaled)") + " | |",
                   f"| \"run all\" from the shipped checkpoints (papermill, median of "
                   f"{r.get('run_all_repeats', r['repeats'])}) | "
-                  + (f"{r['run_all_s']:.0f} s" if r.get("run_all_s") is not None else r["run_all_failed"]) + " | |"]
+                  + (f"{r['run_all_s']:.0f} s" if r.get("run_all_s") is not None else r["run_all_failed"])
+                  + (f" ({r['run_all_note']})" if r.get("run_all_note") else "") + " | |"]
         if "time_to_bar" in r:
             b = r["time_to_bar"]
             verdict = "passes" if b["passes"] else "misses"

@@ -52,7 +52,7 @@ def test_bf16_training_is_recorded_and_validated_in_32_bit(nb, loaders, tmp_path
     autocast = []  # (split, whether bf16 autocast was on) of every step
     step = nb.VAE._step
     monkeypatch.setattr(nb.VAE, "_step", lambda self, batch, split: (
-        autocast.append((split, torch.is_autocast_enabled("cpu"))), step(self, batch, split))[1])
+        autocast.append((split, torch.is_autocast_enabled(self.device.type))), step(self, batch, split))[1])
     _, record = nb.train_model(tiny(nb), loaders, tmp_path, precision="bf16-mixed", **QUIET)
     assert record["precision"] == "bf16-mixed"
     assert {on for split, on in autocast if split == "train"} == {True}
@@ -159,17 +159,17 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(nb, lo
 
 class WeightSnapshots(pl.Callback):
     """The weights validation scores (after the averaging callback swapped its average in) and the weights training
-    ended each epoch with."""
+    ended each epoch with, on the CPU like the loaded model (a GPU trains on its own device)."""
 
     def __init__(self):
         self.validated, self.trained = [], []
 
     def on_validation_epoch_start(self, trainer, pl_module):
         if not trainer.sanity_checking:
-            self.validated.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+            self.validated.append({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()})
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.trained.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+        self.trained.append({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()})
 
 
 def test_the_weights_validated_saved_and_sampled_are_the_average(nb, loaders, tmp_path, monkeypatch):
@@ -236,3 +236,18 @@ def test_the_dead_decoder_check_needs_two_blank_epochs_in_a_row_and_draws_no_ran
     check.on_train_epoch_end(trainer, blank)
     with pytest.raises(nb.DeadDecoder):
         check.on_train_epoch_end(trainer, blank)
+
+
+def test_the_weight_average_warms_up_then_keeps_its_decay(nb):
+    """The averaging step, all weights at once, equals average + (current - average) * (1 - min(decay, (1+n)/(10+n)))
+    computed by hand per weight, to the last bit, from the first update (rate 0.1) to long after the warm-up."""
+    update = nb.ema_with_warmup(0.999)
+    generator = torch.Generator().manual_seed(0)
+    for n in (0, 1, 90, 8989, 8990, 50_000):
+        averages = [torch.randn(3, 4, generator=generator), torch.randn(5, generator=generator)]
+        currents = [torch.randn(3, 4, generator=generator), torch.randn(5, generator=generator)]
+        rate = min(0.999, (1 + n) / (10 + n))
+        expected = [a + (c - a) * (1 - rate) for a, c in zip(averages, currents, strict=True)]
+        update(averages, currents, torch.tensor(n))  # in place
+        for got, want in zip(averages, expected, strict=True):
+            assert torch.equal(got, want), n
