@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import QUIET, digest, tiny
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def test_run_name_changes_with_every_setting(nb):
@@ -251,3 +252,47 @@ def test_the_weight_average_warms_up_then_keeps_its_decay(nb):
         update(averages, currents, torch.tensor(n))  # in place
         for got, want in zip(averages, expected, strict=True):
             assert torch.equal(got, want), n
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the reads of a tensor's value into Python (.item(), bool(tensor), ...) while `counting`: on a GPU each one
+    waits for all the work queued before it, so a training step should make as few as it can."""
+
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default)
+
+    def __init__(self):
+        super().__init__()
+        self.counting, self.reads = False, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.reads += self.counting and func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_step_reads_few_values_back(nb, loaders, tmp_path, monkeypatch):
+    """Five reads a step, the same on any device: the images' range check, the posterior's validation (loc and scale)
+    and two inside torch's AveragedModel. The weight average used to read its step count twice per weight tensor (56
+    more), and the prior's and likelihood's validation 5 more; the images' check read 3."""
+    reads = HostReads()
+
+    class Window(pl.Callback):  # the steps of the second epoch, after the average's first copy
+        def on_train_batch_start(self, trainer, *_):
+            reads.counting = trainer.current_epoch == 1
+
+        def on_train_batch_end(self, *_):
+            reads.counting = False
+
+    original = pl.Trainer.__init__
+    monkeypatch.setattr(pl.Trainer, "__init__", lambda self, *args, callbacks=(), **kwargs: original(
+        self, *args, callbacks=[*callbacks, Window()], **kwargs))
+    with reads:
+        nb.train_model(tiny(nb, limit_batches=3), loaders, tmp_path, **QUIET)
+    assert reads.reads == 3 * 5
+
+
+def test_a_diverged_encoder_stops_at_the_posterior(nb):
+    model = nb.VAE(channels=(4, 8), hidden=16)
+    with torch.no_grad():
+        model.encoder.convs[0].weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="loc"):
+        model.calc_elbo(torch.rand(2, 1, 28, 28))
