@@ -100,12 +100,16 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
         model.eval()
         losses, norms = torch.stack(running).double().T.tolist()
         row = {"epoch": epoch, "seconds": time.perf_counter() - start,
-               "train_running": sum(losses) / len(losses), "grad_norm_median": sorted(norms)[len(norms) // 2],
-               "val": mean_neg_elbo(model, loaders["val"]), "val_ema": mean_neg_elbo(average.module, loaders["val"])}
-        if epoch % quality_every == 0 or epoch == epochs:
-            row["train_measured"] = mean_neg_elbo(model, train_eval)
-            row["quality"] = quality(nb, model, classifier, loaders["test"].dataset)
-            row["quality_ema"] = quality(nb, average.module, classifier, loaders["test"].dataset)
+               "train_running": sum(losses) / len(losses), "grad_norm_median": sorted(norms)[len(norms) // 2]}
+        # The measurements seed themselves; without the fork every epoch would start from the same random state and
+        # train on the same batches with the same noise (as the rows measured before 2026-11-26 did, README).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            row["val"] = mean_neg_elbo(model, loaders["val"])
+            row["val_ema"] = mean_neg_elbo(average.module, loaders["val"])
+            if epoch % quality_every == 0 or epoch == epochs:
+                row["train_measured"] = mean_neg_elbo(model, train_eval)
+                row["quality"] = quality(nb, model, classifier, loaders["test"].dataset)
+                row["quality_ema"] = quality(nb, average.module, classifier, loaders["test"].dataset)
         log["epochs"].append(row)
         out.write_text(json.dumps(log, indent=1))
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("quality")}), flush=True)
