@@ -112,6 +112,13 @@ def test_evaluate_leaves_the_model_where_it_was(nb, loaders, monkeypatch):
     assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())
 
 
+def add_trainer_callback(monkeypatch, callback: pl.Callback):
+    """Every Lightning Trainer made while `monkeypatch` holds gets `callback` after its own."""
+    original = pl.Trainer.__init__
+    monkeypatch.setattr(pl.Trainer, "__init__", lambda self, *args, callbacks=(), **kwargs: original(
+        self, *args, callbacks=[*callbacks, callback], **kwargs))
+
+
 class InterruptAtEpoch(pl.Callback):
     """Ctrl+C at the start of the given epoch (0-based), as a user or a lost Colab connection would."""
 
@@ -131,16 +138,9 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(nb, lo
     fit = nb.fit
 
     def fit_interrupted(config, loaders, run_dir, **kwargs):
-        original = pl.Trainer.__init__
-
-        def trainer_init(self, *args, callbacks=(), **trainer_kwargs):
-            original(self, *args, callbacks=[*callbacks, InterruptAtEpoch(2)], **trainer_kwargs)
-
-        monkeypatch.setattr(pl.Trainer, "__init__", trainer_init)
-        try:
+        with monkeypatch.context() as patch:  # this fit only: the resumed one must run to the end
+            add_trainer_callback(patch, InterruptAtEpoch(2))
             return fit(config, loaders, run_dir, **kwargs)
-        finally:
-            monkeypatch.setattr(pl.Trainer, "__init__", original)
 
     monkeypatch.setattr(nb, "fit", fit_interrupted)
     with pytest.raises(KeyboardInterrupt, match="after epoch 2"):
@@ -177,12 +177,7 @@ def test_the_weights_validated_saved_and_sampled_are_the_average(nb, loaders, tm
     config = tiny(nb, max_epochs=3)
     assert config.ema_decay == 0.999  # the notebook's recipe
     snapshots = WeightSnapshots()
-    original = pl.Trainer.__init__
-
-    def trainer_init(self, *args, callbacks=(), **kwargs):
-        original(self, *args, callbacks=[*callbacks, snapshots], **kwargs)
-
-    monkeypatch.setattr(pl.Trainer, "__init__", trainer_init)
+    add_trainer_callback(monkeypatch, snapshots)
     model, record = nb.train_model(config, loaders, tmp_path, **QUIET)
     best = int(torch.tensor(record["history"]["val_neg_elbo"]).argmin())
     shipped = model.state_dict()
@@ -282,9 +277,7 @@ def test_a_training_step_reads_few_values_back(nb, loaders, tmp_path, monkeypatc
         def on_train_batch_end(self, *_):
             reads.counting = False
 
-    original = pl.Trainer.__init__
-    monkeypatch.setattr(pl.Trainer, "__init__", lambda self, *args, callbacks=(), **kwargs: original(
-        self, *args, callbacks=[*callbacks, Window()], **kwargs))
+    add_trainer_callback(monkeypatch, Window())
     with reads:
         nb.train_model(tiny(nb, limit_batches=3), loaders, tmp_path, **QUIET)
     assert reads.reads == 3 * 5
