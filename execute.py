@@ -54,6 +54,11 @@ def refresh_readme_badge(notebook: dict, readme: Path = REPO / "README.md"):
         readme.write_text(updated)
 
 
+def settings_cell() -> dict:
+    """The notebook's parameters as its settings cell sets them."""
+    return {name: parameter(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
+
+
 def output_path(parameters: dict) -> Path:
     """The notebook itself for the default settings, else the run's folder (where its figures go too)."""
     if not parameters:
@@ -62,8 +67,7 @@ def output_path(parameters: dict) -> Path:
     from notebook_defs import load_notebook
 
     nb = load_notebook()
-    defaults = {name: parameter(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
-    config = nb.VAEConfig.from_parameters({**defaults, **parameters})
+    config = nb.VAEConfig.from_parameters({**settings_cell(), **parameters})
     return Path(os.environ.get("PATH_RUNS", REPO / "runs")) / config.run_name() / "vae_mnist.ipynb"
 
 
