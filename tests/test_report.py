@@ -84,7 +84,7 @@ def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
     quality = {**QUALITY, "mixture samples": {"recognised": 0.97, "digit_share": [0.1] * 10, "frechet": 60.2}}
     # the K = 100 column comes from the bound over the most images that includes K = 100 (here the K = 1000 run)
     metrics = {"test": {"neg_elbo": -1000.0, "reconstruction": 1030.0, "kl": 30.0},
-               "iwae_k100": {"images": 500, "bound": {"1": 0.0, "100": 0.0}},
+               "iwae_k10": {"images": 5000, "bound": {"1": 0.0, "10": 0.0}},
                "iwae_k1000": {"images": 2000, "bound": {"1": 1000.0, "100": 1010.0, "1000": 1020.0}}, "active_units": 6,
                "learned_sigma": 0.0512, "quality": quality, "endpoint_fidelity": 0.965,
                "aggregate_posterior": {"images": 50_000, "kl": 30.4, "mutual_information": 10.8, "marginal_kl": 19.6}}
@@ -92,6 +92,11 @@ def test_study_table_has_one_row_per_setting_in_bits_per_dim(nb):
     assert len(table) == 3 and "IWAE K=100 (K=1) on 2,000 test images" in table[0]
     assert table[2] == ("| learned (shared) → 0.051 | 8 | -1000.0 | 6.160 | 6.141 (6.160) | 30.0 (10.8 + 19.6) | 6/8 | "
                         "85.4% / 97.0% | 171 / 60 | 88 | 96.5% | 10 |")
+    # a run of K = 100 itself wins over a larger run that includes K = 100: the study's rows share their images
+    metrics["iwae_k1000"]["images"] = 10_000
+    metrics["iwae_k100"] = {"images": 2000, "bound": {"1": 1000.0, "100": 1020.0}}
+    table = nb.study_table([(config, metrics, {"train_seconds": 600})]).splitlines()
+    assert "on 2,000 test images" in table[0] and "| 6.123 (6.160) |" in table[2]
 
 
 def test_the_frontier_shows_every_setting_with_both_priors(nb, tmp_path):
