@@ -6,8 +6,8 @@
 #   3. the notebook's smoke test and the model, training and bench tests, on the GPU;
 #   4. the K = 1000 bound's time against the decoder's batch size;
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier;
-#      RETRAIN_EPOCHS=N trains N epochs instead of the notebook's MAX_EPOCHS: at the 5.4 s an epoch measured,
-#      about 90 fit in a call that runs nothing else, GPU_SECONDS=590), the trained files copied to $OUT.
+#      RETRAIN_EPOCHS=N trains N epochs instead of the notebook's MAX_EPOCHS; on an H200 the default 100 and the
+#      rest of the notebook took 375 s, 3.4 s an epoch), the trained files copied to $OUT.
 # GPU_STEPS picks some of them (default: all five, by these names), and adds the one that is not run by default:
 #   run_all speed tests sweep retrain     recipe: bench/recipe.py lr_2e-3 --epochs 150 (the shipped recipe for the
 #   tutorial's 150 epochs), in the background right after run_all, so the steps after it share the GPU (it is
