@@ -9,7 +9,8 @@ Every setting of the notebook's `study_configs` is trained with the notebook's o
 checkpoint exists is loaded instead), then measured: test ELBO, IWAE bound, active units, sample quality with
 N(0, I) and with the mixture prior fitted to its codes, endpoint fidelity. The results go to
 checkpoints/<run name>.metrics.json and the mixture to <run name>.mixture.npz beside the checkpoint; settings
-measured already are skipped, so an interrupted study resumes where it stopped. Re-run the notebook afterwards
+measured already are skipped, so an interrupted study resumes where it stopped (what such a setting lacks, such as
+the bound with another --iwae-k, is measured alone). Re-run the notebook afterwards
 (python execute.py) to see the results, and refresh checkpoints/manifest.json (see the README).
 """
 

@@ -215,17 +215,19 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     first = tmp_path / f"{settings[0].run_name()}.metrics.json"
     before = json.loads(first.read_text())
     assert before["aggregate_posterior"]["images"] == 64  # every training image, not only the full batches
-    # a bound with a larger K that includes K = 3 counts (the graded model's K = 1000 run includes 100), and a
-    # measurement added later is taken alone, from the saved checkpoint
-    later = {**before, "iwae_k1000": before.pop("iwae_k3")}
-    del later["aggregate_posterior"]
+    # a measurement added later, and the bound of the study's K where only another K was measured (the graded model's
+    # K = 1000 run over all test images), are taken alone, from the saved checkpoint, as the first run took them
+    later = {**before, "iwae_k1000": before["iwae_k3"]}
+    del later["aggregate_posterior"], later["iwae_k3"]
     first.write_text(json.dumps(later))
     nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, **QUIET)
-    assert capsys.readouterr().out.count("measured already") == 2
+    out = capsys.readouterr().out
+    assert out.count("measured already") == 2 and out.count("added aggregate_posterior, iwae_k3") == 1
     after = json.loads(first.read_text())
-    assert after == {**later, "aggregate_posterior": after["aggregate_posterior"]}
+    assert after == {**later, "aggregate_posterior": after["aggregate_posterior"], "iwae_k3": after["iwae_k3"]}
     for key in ("kl", "mutual_information"):
         assert after["aggregate_posterior"][key] == pytest.approx(before["aggregate_posterior"][key], rel=1e-6)
+    assert after["iwae_k3"]["bound"] == pytest.approx(before["iwae_k3"]["bound"], rel=1e-6)
     assert len(nb.read_study(settings[0], tmp_path)) == 2
 
 
