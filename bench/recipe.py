@@ -10,8 +10,9 @@ same arithmetic as the notebook's Lightning loop, written out so that one run ca
 does not log: after every epoch the validation -ELBO of the trained weights *and* of their exponential moving
 average (the notebook's `ema_with_warmup(0.999)`, the average its Lightning `WeightAveraging` keeps), the -ELBO of
 10,000 training images measured like the validation set (so the train/validation gap without the average over a changing
-epoch); every few epochs the notebook's sample quality, Fréchet distances and endpoint fidelity of both. Results
-go to bench/results/recipe/<candidate>_z<latent>.json.
+epoch); every few epochs the notebook's sample quality, Fréchet distances and endpoint fidelity of both, and the KL
+term of the average's training codes split into I(x; z) + KL(q(z) || N(0, I)). Results go to
+bench/results/recipe/<candidate>_z<latent><tag>.json (--tag keeps an earlier run of the same candidate).
 """
 
 import argparse
@@ -38,6 +39,9 @@ CANDIDATES = {  # the change each candidate makes to the tutorial's process
     "batch_256": {"batch_size": 256},
     "lr_2e-3_clip": {"lr": 2e-3, "clip": 3000.0},  # both; with --latent 8 it tests the fix for the dead decoder
     "wide": {"channels": (32, 64), "hidden": 512},  # more capacity than the notebook's (24, 48) channels, 256 units
+    # twice the fully connected units (512), the layers that map the 3-d code to the decoder's feature maps: does a
+    # more flexible decoder let the codes fill N(0, I) more evenly (a smaller KL(q(z) || N(0, I)))?
+    "lr_2e-3_hidden_512": {"lr": 2e-3, "hidden": 512},
 }
 
 
@@ -64,7 +68,13 @@ def quality(nb, model, classifier, test_set, seed: int = 0) -> dict:
             "endpoint_fidelity": nb.endpoint_fidelity(model, classifier, test_set, seed)}
 
 
-def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42) -> dict:
+def code_split(nb, model, train) -> dict:
+    """The KL term of the training codes split into I(x; z) + KL(q(z) || N(0, I)) (the notebook's ELBO surgery)."""
+    means, log_stds, _ = nb.encode_all(model, nb.DeviceBatches(train.dataset, 1000), 0)
+    return nb.kl_decomposition(means, log_stds)
+
+
+def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42, tag: str = "") -> dict:
     nb = load_notebook()
     change = {"lr": 1e-3, "schedule": "step", "clip": 0.0, "batch_size": 128, **CANDIDATES[name]}
     data = nb.dataset_root()
@@ -83,7 +93,7 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
     log = {"candidate": name, "change": change, "latent_dim": latent, "epochs": [],
            "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
                       f"torch {torch.__version__}"}
-    out = RESULTS / f"{name}_z{latent}.json"
+    out = RESULTS / f"{name}_z{latent}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -110,6 +120,7 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42)
                 row["train_measured"] = mean_neg_elbo(model, train_eval)
                 row["quality"] = quality(nb, model, classifier, loaders["test"].dataset)
                 row["quality_ema"] = quality(nb, average.module, classifier, loaders["test"].dataset)
+                row["codes_ema"] = code_split(nb, average.module, train)
         log["epochs"].append(row)
         out.write_text(json.dumps(log, indent=1))
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("quality")}), flush=True)
@@ -139,8 +150,10 @@ def table() -> str:
         best, best_ema = min(range(len(val)), key=val.__getitem__), min(range(len(ema)), key=ema.__getitem__)
         last = [r for r in rows if "quality" in r][-1]
         q = last["quality_ema"]
+        tag = path.stem.split(f"_z{log['latent_dim']}", 1)[1].lstrip("_")  # a kept earlier run: lr_2e-3_z3_cpu
+        label = f"{log['candidate']} ({tag})" if tag else log["candidate"]
         lines.append(
-            f"| {log['candidate']} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
+            f"| {label} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
             f"{ema[best_ema]:.1f} ({best_ema + 1}) | {median_jump(val)} / {median_jump(ema)} | "
             f"{last['epoch']} | {last['train_measured'] - last['val']:.1f} | {q['samples_recognised']:.1%} | "
             f"{q['endpoint_fidelity']:.1%} | {q['samples_frechet']:.0f} / {q['reconstructions_frechet']:.0f} |")
@@ -154,6 +167,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quality-every", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
+    parser.add_argument("--tag", default="", help="appended to the result's file name, to keep an earlier run")
     parser.add_argument("--table", action="store_true", help="print the table of all results so far")
     args = parser.parse_args()
     if args.table:
@@ -165,7 +179,7 @@ def main():
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(args.candidate, args.latent, args.epochs, args.quality_every)
+    run(args.candidate, args.latent, args.epochs, args.quality_every, tag=args.tag)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,28 @@ parameter. Nothing here is timed; the benches write their figures down."""
 
 import importlib.util
 import itertools
+import json
 
 import pytest
 import torch
 from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("speed", REPO / "bench" / "speed.py")
+def bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def speed():
+    return bench_module("speed")
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return bench_module("recipe")
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +68,26 @@ def test_the_table_says_when_the_gpu_is_not_measured(speed):
     assert "not measured" not in speed.markdown({"cpu": cpu, "cuda": {**cpu, "iwae_images_timed": 10_000}})
 
 
-def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope():
-    spec = importlib.util.spec_from_file_location("recipe", REPO / "bench" / "recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope(recipe):
     assert recipe.median_jump([100.0 - 7 * i for i in range(15)]) == "0.0"  # steep but smooth
     assert recipe.median_jump([50.0, 54.0] * 7) == "4.0"  # each epoch 4 nats off its neighbours' mean
     assert recipe.median_jump([80.0, 60.0]) == "–"  # too short to say
+
+
+def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epoch(recipe, tmp_path, monkeypatch):
+    quality = {"samples_recognised": 0.875, "endpoint_fidelity": 0.9, "samples_frechet": 120.4,
+               "reconstructions_frechet": 80.6}
+    epochs = [{"val": 50.0, "val_ema": 40.0}, {"val": 30.0, "val_ema": 35.0, "train_measured": 20.0,
+                                               "quality_ema": quality, "quality": quality},
+              {"val": 45.0, "val_ema": 33.0}]
+    for i, row in enumerate(epochs, 1):
+        row["epoch"] = i
+    for name in ("lr_2e-3_z3.json", "lr_2e-3_z3_cpu30.json"):
+        (tmp_path / name).write_text(json.dumps({"candidate": "lr_2e-3", "latent_dim": 3, "epochs": epochs}))
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
+    rows = recipe.table().splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| lr_2e-3", "| lr_2e-3 (cpu30)"]
+    # best trained weights at epoch 2, best average at epoch 3; jumps |30 - (50 + 45) / 2| and |35 - (40 + 33) / 2|;
+    # quality from epoch 2, train - val = 20 - 30
+    assert rows[1].split(" | ")[1:] == ["3", "3", "30.0 (2)", "33.0 (3)", "17.5 / 1.5", "2", "-10.0", "87.5%", "90.0%",
+                                        "120 / 81 |"]
