@@ -39,8 +39,8 @@ CANDIDATES = {  # the change each candidate makes to the tutorial's process
     "batch_256": {"batch_size": 256},
     "lr_2e-3_clip": {"lr": 2e-3, "clip": 3000.0},  # both; with --latent 8 it tests the fix for the dead decoder
     "wide": {"channels": (32, 64), "hidden": 512},  # more capacity than the notebook's (24, 48) channels, 256 units
-    # twice the fully connected units (512), the layers that map the 3-d code to the decoder's feature maps: does a
-    # more flexible decoder let the codes fill N(0, I) more evenly (a smaller KL(q(z) || N(0, I)))?
+    # twice the fully connected units (512) in the encoder and in the decoder, whose layers map the 3-d code to its
+    # feature maps: does a more flexible network let the codes fill N(0, I) more evenly (a smaller KL(q(z) || N(0, I)))?
     "lr_2e-3_hidden_512": {"lr": 2e-3, "hidden": 512},
 }
 
@@ -71,7 +71,7 @@ def quality(nb, model, classifier, test_set, seed: int = 0) -> dict:
 def code_split(nb, model, train) -> dict:
     """The KL term of the training codes split into I(x; z) + KL(q(z) || N(0, I)) (the notebook's ELBO surgery)."""
     means, log_stds, _ = nb.encode_all(model, nb.DeviceBatches(train.dataset, 1000), 0)
-    return nb.kl_decomposition(means, log_stds)
+    return nb.kl_decomposition(means, log_stds)  # seed 0, like the bench's other measurements
 
 
 def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42, tag: str = "") -> dict:
@@ -93,7 +93,7 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42,
     log = {"candidate": name, "change": change, "latent_dim": latent, "epochs": [],
            "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
                       f"torch {torch.__version__}"}
-    out = RESULTS / f"{name}_z{latent}{tag}.json"
+    out = RESULTS / f"{name}_z{latent}{'_' + tag.lstrip('_') if tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -150,7 +150,7 @@ def table() -> str:
         best, best_ema = min(range(len(val)), key=val.__getitem__), min(range(len(ema)), key=ema.__getitem__)
         last = [r for r in rows if "quality" in r][-1]
         q = last["quality_ema"]
-        tag = path.stem.split(f"_z{log['latent_dim']}", 1)[1].lstrip("_")  # a kept earlier run: lr_2e-3_z3_cpu
+        tag = path.stem.removeprefix(f"{log['candidate']}_z{log['latent_dim']}").lstrip("_")  # lr_2e-3_z3_cpu: "cpu"
         label = f"{log['candidate']} ({tag})" if tag else log["candidate"]
         lines.append(
             f"| {label} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
@@ -167,9 +167,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quality-every", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
-    parser.add_argument("--tag", default="", help="appended to the result's file name, to keep an earlier run")
+    parser.add_argument("--tag", default="", help="appended to the result's file name after an underscore, to keep "
+                        "an earlier run of the candidate (letters, digits, - and _)")
     parser.add_argument("--table", action="store_true", help="print the table of all results so far")
     args = parser.parse_args()
+    if not all(c.isalnum() or c in "-_" for c in args.tag):
+        parser.error(f"--tag takes letters, digits, - and _ only, got {args.tag!r}")
     if args.table:
         from speed import write_into_readme  # the sibling bench's
 

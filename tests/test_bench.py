@@ -77,8 +77,9 @@ def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope(recipe):
 def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epoch(recipe, tmp_path, monkeypatch):
     quality = {"samples_recognised": 0.875, "endpoint_fidelity": 0.9, "samples_frechet": 120.4,
                "reconstructions_frechet": 80.6}
-    epochs = [{"val": 50.0, "val_ema": 40.0}, {"val": 30.0, "val_ema": 35.0, "train_measured": 20.0,
-                                               "quality_ema": quality, "quality": quality},
+    earlier = {**quality, "samples_recognised": 0.5}
+    epochs = [{"val": 50.0, "val_ema": 40.0, "train_measured": 60.0, "quality_ema": earlier, "quality": earlier},
+              {"val": 30.0, "val_ema": 35.0, "train_measured": 20.0, "quality_ema": quality, "quality": quality},
               {"val": 45.0, "val_ema": 33.0}]
     for i, row in enumerate(epochs, 1):
         row["epoch"] = i
@@ -91,3 +92,10 @@ def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epo
     # quality from epoch 2, train - val = 20 - 30
     assert rows[1].split(" | ")[1:] == ["3", "3", "30.0 (2)", "33.0 (3)", "17.5 / 1.5", "2", "-10.0", "87.5%", "90.0%",
                                         "120 / 81 |"]
+
+
+def test_recipe_refuses_a_tag_that_would_leave_its_results_folder(recipe, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3", "--tag", "../x"])
+    with pytest.raises(SystemExit):
+        recipe.main()
+    assert "--tag takes letters, digits, - and _ only, got '../x'" in capsys.readouterr().err
