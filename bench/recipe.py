@@ -68,12 +68,6 @@ def quality(nb, model, classifier, test_set, seed: int = 0) -> dict:
             "endpoint_fidelity": nb.endpoint_fidelity(model, classifier, test_set, seed)}
 
 
-def code_split(nb, model, train) -> dict:
-    """The KL term of the training codes split into I(x; z) + KL(q(z) || N(0, I)) (the notebook's ELBO surgery)."""
-    means, log_stds, _ = nb.encode_all(model, nb.DeviceBatches(train.dataset, 1000), 0)
-    return nb.kl_decomposition(means, log_stds)  # seed 0, like the bench's other measurements
-
-
 def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42, tag: str = "") -> dict:
     nb = load_notebook()
     change = {"lr": 1e-3, "schedule": "step", "clip": 0.0, "batch_size": 128, **CANDIDATES[name]}
@@ -120,7 +114,8 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42,
                 row["train_measured"] = mean_neg_elbo(model, train_eval)
                 row["quality"] = quality(nb, model, classifier, loaders["test"].dataset)
                 row["quality_ema"] = quality(nb, average.module, classifier, loaders["test"].dataset)
-                row["codes_ema"] = code_split(nb, average.module, train)
+                # the KL term of the training codes split into I(x; z) + KL(q(z) || N(0, I)); seed 0 like the rest
+                row["codes_ema"] = nb.aggregate_posterior(average.module, loaders, 0)
         log["epochs"].append(row)
         out.write_text(json.dumps(log, indent=1))
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("quality")}), flush=True)
