@@ -230,6 +230,12 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
     assert after["iwae_k3"]["bound"] == pytest.approx(before["iwae_k3"]["bound"], rel=1e-6)
     assert len(nb.read_study(settings[0], tmp_path)) == 2
 
+    # a bound over other test images than the study asks for is neither skipped as measured nor overwritten
+    saved = first.read_bytes()
+    with pytest.raises(ValueError, match="over 64 test images, not 10: ask for 64 images .* remove its 'iwae_k3'"):
+        nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, iwae_images=10, **QUIET)
+    assert first.read_bytes() == saved
+
 
 def test_bits_by_pixel_kind_add_up_to_the_reconstruction_term(nb, small_model, mnist_root):
     images = nb.load_mnist(mnist_root, train=False).images[:50]
