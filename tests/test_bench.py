@@ -83,19 +83,22 @@ def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epo
               {"val": 45.0, "val_ema": 33.0}]
     for i, row in enumerate(epochs, 1):
         row["epoch"] = i
-    for name in ("lr_2e-3_z3.json", "lr_2e-3_z3_cpu30.json"):
-        (tmp_path / name).write_text(json.dumps({"candidate": "lr_2e-3", "latent_dim": 3, "epochs": epochs}))
+    for name, logged in (("lr_2e-3_z3.json", epochs), ("lr_2e-3_z3_cpu30.json", epochs), ("lr_2e-3_z3_new.json", [
+            {"epoch": 1, "val": 90.0, "val_ema": 95.0}])):  # a run in progress, its quality not measured yet
+        (tmp_path / name).write_text(json.dumps({"candidate": "lr_2e-3", "latent_dim": 3, "epochs": logged}))
     monkeypatch.setattr(recipe, "RESULTS", tmp_path)
     rows = recipe.table().splitlines()[2:]
-    assert [row.split(" | ")[0] for row in rows] == ["| lr_2e-3", "| lr_2e-3 (cpu30)"]
+    assert [row.split(" | ")[0] for row in rows] == ["| lr_2e-3", "| lr_2e-3 (cpu30)", "| lr_2e-3 (new)"]
+    assert rows[2].split(" | ")[1:] == ["3", "1", "90.0 (1)", "95.0 (1)", "– / –", "–", "–", "–", "–", "– |"]
     # best trained weights at epoch 2, best average at epoch 3; jumps |30 - (50 + 45) / 2| and |35 - (40 + 33) / 2|;
     # quality from epoch 2, train - val = 20 - 30
     assert rows[1].split(" | ")[1:] == ["3", "3", "30.0 (2)", "33.0 (3)", "17.5 / 1.5", "2", "-10.0", "87.5%", "90.0%",
                                         "120 / 81 |"]
 
 
-def test_recipe_refuses_a_tag_that_would_leave_its_results_folder(recipe, monkeypatch, capsys):
-    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3", "--tag", "../x"])
+@pytest.mark.parametrize("tag", ["../x", "___"])  # leaves the results folder; a row the table cannot label
+def test_recipe_refuses_a_tag_that_would_leave_its_results_folder_or_name_nothing(recipe, monkeypatch, capsys, tag):
+    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3", "--tag", tag])
     with pytest.raises(SystemExit):
         recipe.main()
-    assert "--tag takes letters, digits, - and _ only, got '../x'" in capsys.readouterr().err
+    assert f"--tag takes letters, digits, - and _ only, and a letter or digit, got {tag!r}" in capsys.readouterr().err
