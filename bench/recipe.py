@@ -5,8 +5,9 @@
     python bench/recipe.py --table          # the table of bench/results/recipe/, printed and put in the README
 
 Every candidate trains the notebook's own VAE on the notebook's own batches (`DeviceBatches`) with the tutorial's
-process (Adam, learning rate 1e-3, StepLR(1 epoch, 0.99), batches of 128, seed 42) and one change. The loop is the
-same arithmetic as the notebook's Lightning loop, written out so that one run can measure what Lightning's loop
+process (Adam, learning rate 1e-3, StepLR(1 epoch, 0.99), batches of 128, seed 42 unless --seed) and one change. The
+loop is the same arithmetic as the notebook's Lightning loop in 32-bit (on a CPU that computes bf16 the notebook
+trains in bf16 mixed precision instead), written out so that one run can measure what Lightning's loop
 does not log: after every epoch the validation -ELBO of the trained weights *and* of their exponential moving
 average (the notebook's `ema_with_warmup(0.999)`, the average its Lightning `WeightAveraging` keeps), the -ELBO of
 10,000 training images measured like the validation set (so the train/validation gap without the average over a changing
@@ -43,11 +44,25 @@ CANDIDATES = {  # the change each candidate makes to the tutorial's process
     # twice the fully connected units (512) in the encoder and in the decoder, whose layers map the 3-d code to its
     # feature maps: does a more flexible network let the codes fill N(0, I) more evenly (a smaller KL(q(z) || N(0, I)))?
     "lr_2e-3_hidden_512": {"lr": 2e-3, "hidden": 512},
-    # AdamW's decoupled weight decay (each step shrinks every weight by lr * decay): does a regularized network fit
-    # the training digits less closely than the validation ones (a smaller train/validation gap)?
+    # AdamW's decoupled weight decay (each step also multiplies every parameter by 1 - lr * decay): does a regularized
+    # network fit the training digits no more closely than new ones (a smaller train/validation gap)?
     "lr_2e-3_wd_0.1": {"lr": 2e-3, "weight_decay": 0.1},
     "lr_2e-3_wd_1": {"lr": 2e-3, "weight_decay": 1.0},
 }
+
+
+def make_optimizer(parameters, change: dict):
+    """Adam, as the tutorial; AdamW where the candidate decays the weights (the rows before it ran with Adam)."""
+    if change["weight_decay"]:
+        return torch.optim.AdamW(parameters, lr=change["lr"], weight_decay=change["weight_decay"], fused=True)
+    return torch.optim.Adam(parameters, lr=change["lr"], fused=True)
+
+
+def result_path(name: str, latent: int, seed: int, tag: str) -> Path:
+    """bench/results/recipe/<candidate>_z<latent>[_seed<seed>][_<tag>].json: another seed or a tag never overwrites
+    the seed-42 run."""
+    parts = [f"{name}_z{latent}"] + [f"seed{seed}"] * (seed != 42) + [tag.lstrip("_")] * bool(tag)
+    return RESULTS / f"{'_'.join(parts)}.json"
 
 
 def learning_rate_schedule(optimizer, kind: str, epochs: int):
@@ -86,14 +101,13 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = 42,
     device = nb.best_device()  # where DeviceBatches put the batches
     layers = {key: change[key] for key in ("channels", "hidden") if key in change}
     model = nb.VAE(latent_dim=latent, **layers).to(device)
-    adam = torch.optim.AdamW if change["weight_decay"] else torch.optim.Adam  # Adam: the rows measured before
-    optimizer = adam(model.parameters(), lr=change["lr"], weight_decay=change["weight_decay"], fused=True)
+    optimizer = make_optimizer(model.parameters(), change)
     schedule = learning_rate_schedule(optimizer, change["schedule"], epochs)
     average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=nb.ema_with_warmup(0.999))
     log = {"candidate": name, "change": change, "latent_dim": latent, "seed": seed, "epochs": [],
            "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
-                      f"torch {torch.__version__}"}
-    out = RESULTS / f"{name}_z{latent}{'_' + tag.lstrip('_') if tag else ''}.json"
+                      f"{torch.backends.cpu.get_cpu_capability()} kernels, torch {torch.__version__}"}
+    out = result_path(name, latent, seed, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -150,16 +164,17 @@ def table() -> str:
         val, ema = [r["val"] for r in rows], [r["val_ema"] for r in rows]
         best, best_ema = min(range(len(val)), key=val.__getitem__), min(range(len(ema)), key=ema.__getitem__)
         measured = [r for r in rows if "quality" in r]
-        quality = "– | – | – | – | –"  # a run in progress, before its first quality measurement
+        quality_cells = "– | – | – | – | – / –"  # a run in progress, before its first quality measurement
         if measured:
             last, q = measured[-1], measured[-1]["quality_ema"]
-            quality = (f"{last['epoch']} | {last['train_measured'] - last['val']:.1f} | "
+            quality_cells = (f"{last['epoch']} | {last['train_measured'] - last['val']:.1f} | "
                        f"{q['samples_recognised']:.1%} | {q['endpoint_fidelity']:.1%} | "
                        f"{q['samples_frechet']:.0f} / {q['reconstructions_frechet']:.0f}")
         tag = path.stem.removeprefix(f"{log['candidate']}_z{log['latent_dim']}").lstrip("_")  # lr_2e-3_z3_cpu: "cpu"
         label = f"{log['candidate']} ({tag})" if tag else log["candidate"]
         lines.append(f"| {label} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
-                     f"{ema[best_ema]:.1f} ({best_ema + 1}) | {median_jump(val)} / {median_jump(ema)} | {quality} |")
+                     f"{ema[best_ema]:.1f} ({best_ema + 1}) | {median_jump(val)} / {median_jump(ema)} | "
+                     f"{quality_cells} |")
     return "\n".join(lines)
 
 
@@ -170,14 +185,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quality-every", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
-    parser.add_argument("--seed", type=int, default=42,
-                        help="of the weights' initialization, the batches and the noise (default 42)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the initial weights, the batch order and the "
+                        "noise; the split stays the tutorial's (default 42; another goes into the file name)")
     parser.add_argument("--tag", default="", help="appended to the result's file name after an underscore, to keep "
                         "an earlier run of the candidate (letters, digits, - and _)")
     parser.add_argument("--table", action="store_true", help="print the table of all results so far")
     args = parser.parse_args()
     if args.tag and not (all(c.isalnum() or c in "-_" for c in args.tag) and args.tag.strip("-_")):
-        parser.error(f"--tag takes letters, digits, - and _ only, and a letter or digit, got {args.tag!r}")
+        parser.error(f"--tag takes letters, digits, - and _ only, with at least one letter or digit; got {args.tag!r}")
     if args.table:
         from speed import write_into_readme  # the sibling bench's
 

@@ -89,7 +89,7 @@ def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epo
     monkeypatch.setattr(recipe, "RESULTS", tmp_path)
     rows = recipe.table().splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == ["| lr_2e-3", "| lr_2e-3 (cpu30)", "| lr_2e-3 (new)"]
-    assert rows[2].split(" | ")[1:] == ["3", "1", "90.0 (1)", "95.0 (1)", "– / –", "–", "–", "–", "–", "– |"]
+    assert rows[2].split(" | ")[1:] == ["3", "1", "90.0 (1)", "95.0 (1)", "– / –", "–", "–", "–", "–", "– / – |"]
     # best trained weights at epoch 2, best average at epoch 3; jumps |30 - (50 + 45) / 2| and |35 - (40 + 33) / 2|;
     # quality from epoch 2, train - val = 20 - 30
     assert rows[1].split(" | ")[1:] == ["3", "3", "30.0 (2)", "33.0 (3)", "17.5 / 1.5", "2", "-10.0", "87.5%", "90.0%",
@@ -101,4 +101,29 @@ def test_recipe_refuses_a_tag_that_would_leave_its_results_folder_or_name_nothin
     monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3", "--tag", tag])
     with pytest.raises(SystemExit):
         recipe.main()
-    assert f"--tag takes letters, digits, - and _ only, and a letter or digit, got {tag!r}" in capsys.readouterr().err
+    assert f"--tag takes letters, digits, - and _ only, with at least one letter or digit; got {tag!r}" in (
+        capsys.readouterr().err)
+
+
+def test_recipe_keeps_another_seed_or_a_tag_apart_from_the_seed_42_run(recipe, monkeypatch):
+    ran = []
+    monkeypatch.setattr(recipe, "run", lambda *args: ran.append(args))
+    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3_wd_0.1", "--seed", "43", "--tag", "_cpu30"])
+    recipe.main()
+    assert ran == [("lr_2e-3_wd_0.1", 3, 30, 5, 43, "_cpu30")]
+    names = [recipe.result_path("lr_2e-3", 3, seed, tag).name for seed, tag in ((42, ""), (43, ""), (42, "_cpu30"),
+                                                                                  (43, "x"))]
+    assert names == ["lr_2e-3_z3.json", "lr_2e-3_z3_seed43.json", "lr_2e-3_z3_cpu30.json", "lr_2e-3_z3_seed43_x.json"]
+    assert all(path.parent == recipe.RESULTS for path in map(recipe.result_path, ["a"], [3], [42], ["b"]))
+
+
+def test_recipe_decays_the_weights_only_for_the_candidates_that_ask(recipe):
+    weights = [torch.nn.Parameter(torch.ones(2))]
+    for name, kind, decay in (("lr_2e-3", torch.optim.Adam, 0.0), ("lr_2e-3_wd_0.1", torch.optim.AdamW, 0.1)):
+        change = {"lr": 1e-3, "weight_decay": 0.0, **recipe.CANDIDATES[name]}
+        optimizer = recipe.make_optimizer(weights, change)
+        assert type(optimizer) is kind and optimizer.param_groups[0]["weight_decay"] == decay
+    optimizer.zero_grad()
+    weights[0].grad = torch.zeros(2)
+    optimizer.step()  # no gradient: AdamW's step is the decay alone, 1 - lr * decay
+    assert weights[0].detach().tolist() == pytest.approx([1 - 2e-3 * 0.1] * 2)

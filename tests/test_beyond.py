@@ -232,7 +232,7 @@ def test_study_trains_measures_and_resumes(nb, tmp_path, monkeypatch, capsys):
 
     # a bound over other test images than the study asks for is neither skipped as measured nor overwritten
     saved = first.read_bytes()
-    with pytest.raises(ValueError, match="over 64 test images, not 10: ask for 64 images .* remove its 'iwae_k3'"):
+    with pytest.raises(ValueError, match="over 64 test images, not 10: run the whole study over 64 .* its 'iwae_k3'"):
         nb.run_study(settings, loaders, tmp_path, classifier, iwae_k=3, iwae_images=10, **QUIET)
     assert first.read_bytes() == saved
 
