@@ -13,8 +13,8 @@ average (the notebook's `ema_with_warmup(0.999)`, the average its Lightning `Wei
 10,000 training images measured like the validation set (so the train/validation gap without the average over a changing
 epoch); every few epochs the notebook's sample quality, Fréchet distances and endpoint fidelity of both, and the KL
 term of the average's training codes split into I(x; z) + KL(q(z) || N(0, I)). Results go to
-bench/results/recipe/<candidate>_z<latent><tag>.json (--tag keeps an earlier run of the same candidate; --seed
-changes the initial weights, batches and noise, not the tutorial's split).
+bench/results/recipe/<candidate>_z<latent>[_seed<seed>][_<tag>].json (--tag keeps an earlier run of the same
+candidate; --seed changes the initial weights, batches and noise, not the tutorial's split).
 """
 
 import argparse
@@ -168,8 +168,8 @@ def table() -> str:
         if measured:
             last, q = measured[-1], measured[-1]["quality_ema"]
             quality_cells = (f"{last['epoch']} | {last['train_measured'] - last['val']:.1f} | "
-                       f"{q['samples_recognised']:.1%} | {q['endpoint_fidelity']:.1%} | "
-                       f"{q['samples_frechet']:.0f} / {q['reconstructions_frechet']:.0f}")
+                             f"{q['samples_recognised']:.1%} | {q['endpoint_fidelity']:.1%} | "
+                             f"{q['samples_frechet']:.0f} / {q['reconstructions_frechet']:.0f}")
         tag = path.stem.removeprefix(f"{log['candidate']}_z{log['latent_dim']}").lstrip("_")  # lr_2e-3_z3_cpu: "cpu"
         label = f"{log['candidate']} ({tag})" if tag else log["candidate"]
         lines.append(f"| {label} | {log['latent_dim']} | {len(rows)} | {val[best]:.1f} ({best + 1}) | "
