@@ -2,7 +2,8 @@
 # The GPU checks of issue 13 in one call of a lent GPU machine (it has PyTorch, Lightning, torchmetrics and
 # scikit-learn, but no Jupyter and no internet), each step under its own time limit so the call always returns:
 #   1. "run all" of the default settings from the shipped checkpoints (execute.py), the executed copy kept;
-#   2. bench/speed.py --device cuda (throughput, an epoch, sample(10_000), the K = 1000 bound, "run all");
+#   2. bench/speed.py --device cuda (throughput, an epoch, sample(10_000), the K = 1000 bound and its bias with a
+#      bf16 decoder, "run all");
 #   3. the notebook's smoke test and the model, training and bench tests, on the GPU;
 #   4. the K = 1000 bound's time against the decoder's batch size;
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier;

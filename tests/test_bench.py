@@ -1,13 +1,14 @@
 """The benchmarks' own code, run on the CPU at toy sizes: the GPU mode is the same code with the device as a
 parameter. Nothing here is timed; the benches write their figures down."""
 
+import datetime
 import importlib.util
 import itertools
 import json
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tiny
 
 
 def bench_module(name: str):
@@ -39,11 +40,44 @@ def test_training_steps_train_the_graded_model_on_the_given_device(nb, speed, mn
     assert speed.epoch_seconds(nb, mnist_loaders, cpu, "32-true", batches=2) > 0
 
 
-def test_iwae_seconds_scale_a_partial_timing_to_the_whole_test_set(nb, speed, mnist_loaders, monkeypatch):
+def test_the_timed_bound_scales_a_partial_timing_to_the_whole_test_set(nb, speed, mnist_loaders, monkeypatch):
     clock = itertools.count(step=0.5)  # every reading of the clock half a second after the last
     monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
     model = nb.VAE(channels=(4, 8), hidden=16).eval()
-    assert speed.iwae_seconds(nb, model, mnist_loaders["test"].dataset, images=2, k=10) == pytest.approx(0.5 * 5000)
+    bound, seconds = speed.timed_bound(nb, model, mnist_loaders["test"].dataset, images=2, k=10)
+    assert seconds == pytest.approx(0.5 * 5000)
+    assert bound == nb.iwae_bounds(model, mnist_loaders["test"].dataset, 10, 0, images=2)["bound"]["10"]
+
+
+def test_the_bf16_bound_differs_only_by_the_decoders_rounding(nb, speed, mnist_loaders):
+    torch.manual_seed(0)
+    model = nb.VAE(channels=(4, 8), hidden=16).eval()
+    test_set = mnist_loaders["test"].dataset
+
+    def bias():
+        return speed.iwae_bf16_bias(nb, model, test_set, 4, speed.timed_bound(nb, model, test_set, 4, 10), 10)
+
+    rounded = bias()
+    assert rounded["bias"] == pytest.approx(rounded["bf16"] - rounded["fp32"]) and rounded["bias"] != 0
+    # a decoder whose every output is 0 (exact in bf16): the bias is 0 only if the z draws and the encoder, which
+    # stay 32-bit, are the same in both runs
+    torch.nn.init.zeros_(model.decoder.deconvs[-1].weight)
+    torch.nn.init.zeros_(model.decoder.deconvs[-1].bias)
+    assert bias()["bias"] == 0
+
+
+@pytest.mark.parametrize("recognised, passes", [(0.79, False), (0.80, True)])
+def test_a_students_retrain_is_stopped_by_the_time_budget_then_judged(nb, speed, loaders, monkeypatch, recognised,
+                                                                       passes):
+    def train_model(config, loaders, folder, **trainer_kwargs):  # what Lightning's max_time would leave: 9 epochs
+        assert trainer_kwargs["max_time"] == datetime.timedelta(seconds=speed.BUDGET_S)
+        return nb.VAE(channels=(4, 8), hidden=16), {"history": {"epoch": list(range(9))}, "train_seconds": 180.0}
+
+    monkeypatch.setattr(nb, "train_model", train_model)
+    monkeypatch.setattr(nb, "evaluate", lambda *_: {"val": {"neg_elbo": 41.2}, "test": {"neg_elbo": 40.0}})
+    monkeypatch.setattr(nb, "sample_quality", lambda *_: {"samples": {"recognised": recognised}})
+    result = speed.time_to_bar(nb, loaders, tiny(nb, max_epochs=100), "32-true", classifier=None)
+    assert result["epochs"] == 9 and result["cut_short"] and result["passes"] is passes
 
 
 def test_interleaved_throughput_gives_each_ratio_per_repeat(speed, monkeypatch):
@@ -66,6 +100,12 @@ def test_the_table_says_when_the_gpu_is_not_measured(speed):
     table = speed.markdown({"cpu": cpu})
     assert "30.0 min (256 images timed, scaled)" in table and "GPU**: not measured yet" in table
     assert "not measured" not in speed.markdown({"cpu": cpu, "cuda": {**cpu, "iwae_images_timed": 10_000}})
+    assert "bf16" not in table  # no row for a bias that was not measured
+    bias = {"fp32": 40.0, "bf16": 40.5, "fp32_s": 1800.0, "bf16_s": 600.0, "images": 256, "bias": 0.5}
+    assert ("10.0 min (256 images, the same z as the 32-bit row): bias +0.500 nats per image, over the 0.02 "
+            "allowed") in speed.markdown({"cpu": {**cpu, "iwae_bf16": bias}})
+    assert "bias -0.010 nats per image, within the 0.02" in speed.markdown(
+        {"cpu": {**cpu, "iwae_bf16": {**bias, "bf16": 39.99, "bias": -0.01}}})
 
 
 def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope(recipe):
