@@ -106,6 +106,9 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = SEE
     schedule = learning_rate_schedule(optimizer, change["schedule"], epochs)
     average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=nb.ema_with_warmup(0.999))
     log = {"candidate": name, "change": change, "latent_dim": latent, "seed": seed, "epochs": [],
+           # the decoder's starting bias of the means: the logit of the mean pixel since 2026-11-26 (none recorded
+           # before: PyTorch's random draw)
+           "mean_bias_start": model.decoder.deconvs[-1].bias[0].item(),
            "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
                       f"{torch.backends.cpu.get_cpu_capability()} kernels, torch {torch.__version__}"}
     out = result_path(name, latent, seed, tag)

@@ -56,6 +56,12 @@ def test_real_mnist_loaders(nb, mnist_root):
     assert y[:5].tolist() == [7, 2, 1, 0, 4]  # the first MNIST test labels
 
 
+def test_the_decoders_starting_mean_is_mnists_mean_pixel(nb, mnist_root):
+    images = nb.load_mnist(mnist_root, train=True).images
+    dequantized_mean = (images.sum(dtype=torch.int64).item() / images.numel() + 0.5) / 256  # E[(x + U[0, 1)) / 256]
+    assert nb.Decoder.MEAN_PIXEL == pytest.approx(dequantized_mean, abs=5e-4)
+
+
 def test_missing_mnist_offline_names_the_variable(nb, tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens there
     with pytest.raises(RuntimeError, match="PATH_DATASETS") as error:

@@ -117,6 +117,15 @@ def test_decoder_is_linear_layers_then_transposed_convolutions(model):
     assert means.shape == (7, 1, 28, 28) and means.min() >= 0 and means.max() <= 1
 
 
+def test_the_decoder_starts_at_the_mean_pixel(nb):
+    for sigma in (0.1, "learned", "per-pixel"):
+        torch.manual_seed(0)
+        model = nb.VAE(sigma=sigma, latent_dim=5)
+        assert torch.sigmoid(model.decoder.deconvs[-1].bias[0]).item() == pytest.approx(nb.Decoder.MEAN_PIXEL)
+        # the untrained means are about as bright as the data, not sigmoid(0) = 0.5
+        assert model.decode(torch.randn(64, 5)).mean().item() == pytest.approx(nb.Decoder.MEAN_PIXEL, abs=0.02)
+
+
 def by_hand_reconstruction(images, pixel_mean, sigma):
     return (-0.5 * ((images - pixel_mean) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum((1, 2, 3))
 
