@@ -29,6 +29,11 @@ def recipe():
 
 
 @pytest.fixture(scope="module")
+def precision():
+    return bench_module("bound_precision")
+
+
+@pytest.fixture(scope="module")
 def mnist_loaders(nb, mnist_root):
     return nb.make_loaders(mnist_root, 128, 42)
 
@@ -167,3 +172,36 @@ def test_recipe_decays_the_weights_only_for_the_candidates_that_ask(recipe):
     weights[0].grad = torch.zeros(2)
     optimizer.step()  # no gradient: AdamW's step is the decay alone, 1 - lr * decay
     assert weights[0].detach().tolist() == pytest.approx([1 - 2e-3 * 0.1] * 2)
+
+
+def test_recipe_control_redraws_only_the_means_bias_the_way_pytorch_draws_it(nb, recipe):
+    def model(redraw: bool, seed: int = 44):
+        torch.manual_seed(seed)
+        vae = nb.VAE()
+        if redraw:
+            recipe.redraw_mean_bias(vae.decoder, seed)
+        return vae
+
+    start, control = model(False), model(True)
+    differ = [name for (name, a), (_, b) in zip(start.named_parameters(), control.named_parameters(), strict=True)
+              if not torch.equal(a, b)]
+    assert differ == ["decoder.deconvs.6.bias"]
+    bias = control.decoder.deconvs[6].bias[0].item()
+    assert abs(bias) <= 1 / 3  # PyTorch's bound, 1/sqrt(fan-in), fan-in = 1 output channel x 3 x 3
+    assert bias == model(True).decoder.deconvs[6].bias[0].item() != model(True, 45).decoder.deconvs[6].bias[0].item()
+    assert recipe.CANDIDATES["lr_2e-3_random_bias"] == {**recipe.CANDIDATES["lr_2e-3"], "random_bias": True}
+
+
+def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, mnist_loaders):
+    torch.manual_seed(0)
+    model = nb.VAE(channels=(4, 8), hidden=16).eval()
+    x = nb.dequantize(mnist_loaders["test"].dataset.images[:2])
+    exact = precision.log_weights(nb, model, x, 8)
+    assert exact.shape == (8, 2)
+    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8), exact)  # same z draws
+    variant, names = precision.in_bf16(model, [1, 5])
+    assert names == ["Linear 2", "ConvTranspose2d 6"]
+    assert [type(layer).__name__ for layer in variant.decoder.modules() if hasattr(layer, "module")] == ["InBf16"] * 2
+    assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
+    top = exact.max(0).values  # log of the mean weight, shifted so that the weights do not underflow
+    assert precision.bound(exact).tolist() == pytest.approx((top + (exact - top).exp().mean(0).log()).tolist())

@@ -1,0 +1,92 @@
+"""Can a bf16 decoder make the K = 1000 bound fast enough without moving it? Measured, not assumed.
+
+    python bench/bound_precision.py                 # the shipped model, the first 64 test images, K = 1000
+
+On the same images and the same z draws as a 32-bit run (the encoder, the z and the log-density stay 32-bit), it
+measures the log-weights log p(x|z) + log p(z) - log q(z|x) with one decoder layer at a time in bf16 and with all of
+them, and reports each variant's error per log-weight and the bias of the bound (nats per image, with its standard
+error over the images; issue 13 allows 0.02). Then a screen-and-refine scheme: the bf16 log-weights pick, per image,
+those within T nats of their largest, only those are computed again in 32-bit, and the bound takes the 32-bit values
+where it has them. The share that needs 32-bit sets the scheme's cost: the bf16 pass plus that share of a 32-bit pass
+(bench/speed.py times both passes). Writes bench/results/bound_precision.json.
+"""
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # the notebook's definitions, and the sibling bench's
+from speed import InBf16  # noqa: E402
+
+from notebook_defs import load_notebook  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "bound_precision.json"
+THRESHOLDS = (5, 10, 15, 20, 30, 40)  # nats below an image's largest bf16 log-weight
+
+
+def log_weights(nb, model, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The (k, images) log-weights, in float64 for the comparisons; the seed fixes the z draws."""
+    torch.manual_seed(1)
+    return nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device)).double()
+
+
+def bound(log_w: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(log_w, 0) - np.log(len(log_w))
+
+
+def weighted_layers(decoder) -> list:
+    """(container, index) of each of the decoder's layers with weights, in order."""
+    return [(part, i) for part in (decoder.fc, decoder.deconvs) for i, layer in enumerate(part)
+            if hasattr(layer, "weight")]
+
+
+def in_bf16(model, chosen: list) -> tuple:
+    """A copy of `model` whose decoder runs its weighted layers at the `chosen` indices in bf16, and their names."""
+    variant = copy.deepcopy(model)
+    layers = weighted_layers(variant.decoder)
+    names = []
+    for j in chosen:
+        part, i = layers[j]
+        names.append(f"{type(part[i]).__name__} {j + 1}")
+        part[i] = InBf16(part[i])
+    return variant, names
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--k", type=int, default=1000)
+    args = parser.parse_args()
+    nb = load_notebook()
+    config = nb.VAEConfig()
+    model = nb.load_checkpoint(config.run_file(REPO / "checkpoints", ".ckpt"), config).eval()
+    torch.manual_seed(0)
+    x = nb.dequantize(nb.make_loaders(nb.dataset_root(), 128, 42)["test"].dataset.images[:args.images])
+    exact = log_weights(nb, model, x, args.k)
+    results = {"images": args.images, "k": args.k, "variants": []}
+    layers = len(weighted_layers(model.decoder))
+    for chosen in [[j] for j in range(layers)] + [list(range(layers))]:
+        variant, names = in_bf16(model, chosen)
+        approx = log_weights(nb, variant, x, args.k)
+        error, shift = approx - exact, bound(approx) - bound(exact)
+        row = {"bf16 layers": names, "error_sd": error.std().item(), "error_max": error.abs().max().item(),
+               "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item()}
+        if len(chosen) == layers:  # the whole decoder in bf16 screens for the 32-bit refinement
+            gap = approx.max(0).values - approx
+            row["refine"] = [{"threshold": t, "share": (gap <= t).double().mean().item(),
+                              "bias": (bound(torch.where(gap <= t, exact, approx)) - bound(exact)).mean().item()}
+                             for t in THRESHOLDS]
+        results["variants"].append(row)
+        print(json.dumps(row), flush=True)
+    RESULTS.write_text(json.dumps(results, indent=1))
+    print(f"Written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
