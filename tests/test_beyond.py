@@ -262,6 +262,21 @@ def test_fit_mixture_keeps_the_number_of_components_the_held_out_codes_like_best
     np.testing.assert_allclose(mixture["means"][order], centres.numpy(), atol=0.1)
 
 
+def test_sample_quality_takes_the_known_sets_as_they_are_and_judges_the_rest_alike(nb, small_model, digits):
+    torch.manual_seed(0)
+    classifier = nb.make_classifier().eval()
+    mixture = {"weights": np.array([0.5, 0.5]), "means": np.array([[-1.0, 0.0], [1.0, 0.0]]),
+               "covariances": np.stack([np.eye(2) * 0.1] * 2)}
+    everything = nb.sample_quality(small_model, classifier, digits["test_set"], 3, mixture)
+    assert set(everything) == {"real", "samples", "reconstructions", "mixture samples"}
+    known = {"real": {"judged": "before"}, "samples": everything["samples"]}
+    again = nb.sample_quality(small_model, classifier, digits["test_set"], 3, mixture, known=known)
+    assert again["real"] is known["real"] and again["samples"] is known["samples"]
+    # the sets after the skipped ones come out as in the full run, to the last digit
+    assert again["reconstructions"] == everything["reconstructions"]
+    assert again["mixture samples"] == everything["mixture samples"]
+
+
 def test_mixture_samples_come_from_the_fitted_mixture(nb):
     mixture = {"weights": np.array([0.25, 0.75]), "means": np.array([[-10.0, 0.0, 3.0], [10.0, 2.0, -1.0]]),
                "covariances": np.stack([np.diag([0.5, 1.0, 2.0]), [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0, 0, 0.1]]])}
