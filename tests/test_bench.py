@@ -182,12 +182,19 @@ def test_recipe_control_redraws_only_the_means_bias_the_way_pytorch_draws_it(nb,
             recipe.redraw_mean_bias(vae.decoder, seed)
         return vae
 
-    start, control = model(False), model(True)
+    start = model(False)
+    torch.manual_seed(44)
+    decoder = nb.VAE().decoder
+    state = torch.get_rng_state()
+    recipe.redraw_mean_bias(decoder, 44)
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator: the training's random numbers stay
+    control = model(True)
     differ = [name for (name, a), (_, b) in zip(start.named_parameters(), control.named_parameters(), strict=True)
               if not torch.equal(a, b)]
     assert differ == ["decoder.deconvs.6.bias"]
     bias = control.decoder.deconvs[6].bias[0].item()
     assert abs(bias) <= 1 / 3  # PyTorch's bound, 1/sqrt(fan-in), fan-in = 1 output channel x 3 x 3
+    assert bias == pytest.approx(0.14639362692832947)  # the committed seed-44 control's record
     assert bias == model(True).decoder.deconvs[6].bias[0].item() != model(True, 45).decoder.deconvs[6].bias[0].item()
     assert recipe.CANDIDATES["lr_2e-3_random_bias"] == {**recipe.CANDIDATES["lr_2e-3"], "random_bias": True}
 
@@ -205,3 +212,17 @@ def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, m
     assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
     top = exact.max(0).values  # log of the mean weight, shifted so that the weights do not underflow
     assert precision.bound(exact).tolist() == pytest.approx((top + (exact - top).exp().mean(0).log()).tolist())
+
+
+def test_the_refinement_takes_the_exact_log_weights_near_each_images_largest_screened_one(precision):
+    exact = torch.tensor([[0.0, -50.0], [-4.0, -1.0], [-7.0, -8.0]], dtype=torch.float64)  # (k = 3, 2 images)
+    screen = exact + torch.tensor([[2.0, 0.0], [3.0, 3.0], [5.0, 4.0]], dtype=torch.float64)
+    # chosen by the screen, within 4 nats of its largest: all three of image 1 (the exact -7 lies 7 below the exact
+    # largest, but its screened -2 only 4 below 2), only the second of image 2, whose screened -4 (6 below 2) stays
+    near = precision.refined(exact, screen, 4)
+    assert near["share"] == pytest.approx(4 / 6)
+    mixed = torch.tensor([[0.0, -50.0], [-4.0, -1.0], [-7.0, -4.0]], dtype=torch.float64)
+    by_hand = (torch.logsumexp(mixed, 0) - torch.logsumexp(exact, 0)).mean().item()
+    assert near["bias"] == pytest.approx(by_hand) and near["bias"] > 0
+    everything = precision.refined(exact, screen, 100)
+    assert everything["share"] == 1 and everything["bias"] == 0
