@@ -36,17 +36,13 @@ def log_weights(nb, model, x: torch.Tensor, k: int) -> torch.Tensor:
     return nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device)).double()
 
 
-def bound(log_w: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(log_w, 0) - np.log(len(log_w))
-
-
-def refined(exact: torch.Tensor, screen: torch.Tensor, threshold: float) -> dict:
+def refined(nb, exact: torch.Tensor, screen: torch.Tensor, threshold: float) -> dict:
     """The screen-and-refine bound: the log-weights within `threshold` nats of each image's (column's) largest
     `screen` value take their `exact` value, the rest keep the screen's. Their share, and the bound's mean bias
     against the exact bound (nats per image)."""
     refine = screen.max(0).values - screen <= threshold
     return {"threshold": threshold, "share": refine.double().mean().item(),
-            "bias": (bound(torch.where(refine, exact, screen)) - bound(exact)).mean().item()}
+            "bias": (nb.iwae_estimate(torch.where(refine, exact, screen)) - nb.iwae_estimate(exact)).mean().item()}
 
 
 def weighted_layers(decoder) -> list:
@@ -76,18 +72,18 @@ def main():
     config = nb.VAEConfig()
     model = nb.load_checkpoint(config.run_file(REPO / "checkpoints", ".ckpt"), config).eval()
     torch.manual_seed(0)
-    x = nb.dequantize(nb.make_loaders(nb.dataset_root(), 128, 42)["test"].dataset.images[:args.images])
+    x = nb.dequantize(nb.load_mnist(nb.dataset_root(), train=False).images[:args.images])
     exact = log_weights(nb, model, x, args.k)
     results = {"images": args.images, "k": args.k, "variants": []}
     layers = len(weighted_layers(model.decoder))
     for chosen in [[j] for j in range(layers)] + [list(range(layers))]:
         variant, names = in_bf16(model, chosen)
         approx = log_weights(nb, variant, x, args.k)
-        error, shift = approx - exact, bound(approx) - bound(exact)
+        error, shift = approx - exact, nb.iwae_estimate(approx) - nb.iwae_estimate(exact)
         row = {"bf16 layers": names, "error_sd": error.std().item(), "error_max": error.abs().max().item(),
                "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item()}
         if len(chosen) == layers:  # the whole decoder in bf16 screens for the 32-bit refinement
-            row["refine"] = [refined(exact, approx, threshold) for threshold in THRESHOLDS]
+            row["refine"] = [refined(nb, exact, approx, threshold) for threshold in THRESHOLDS]
         results["variants"].append(row)
         print(json.dumps(row), flush=True)
     RESULTS.write_text(json.dumps(results, indent=1))

@@ -91,6 +91,8 @@ def test_iwae_bound_is_the_mean_of_logsumexp_minus_log_k_with_its_standard_error
         per_image = torch.logsumexp(log_w[:k], 0) - math.log(k)
         assert iwae["bound"][str(k)] == pytest.approx(per_image.mean().item(), rel=1e-6)  # float32 sums
         assert iwae["standard_error"][str(k)] == pytest.approx(per_image.std().item() / math.sqrt(6), rel=1e-3)
+    top = log_w.max(0).values  # the log of the mean weight, shifted so that the weights do not underflow
+    assert nb.iwae_estimate(log_w).tolist() == pytest.approx((top + (log_w - top).exp().mean(0).log()).tolist())
 
 
 def test_images_within_a_time_budget(nb, small_model, digits):
