@@ -1,8 +1,11 @@
 """train_model: a checkpoint is found by the settings it was trained with; evaluation."""
 
 import dataclasses
+import importlib.util
 import math
-from types import SimpleNamespace
+import re
+import sys
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -47,6 +50,24 @@ def test_train_then_load_then_train_beside_for_new_settings(nb, loaders, tmp_pat
     assert changed.hparams.sigma == 0.3
     assert digest(ckpt) == before  # the first model is untouched
     assert (tmp_path / f"{other.run_name()}.ckpt").exists()
+
+
+def test_a_kernel_without_widgets_gets_a_line_per_epoch_instead_of_a_progress_bar(nb, loaders, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert nb.progress_bar_redraws()  # a terminal
+    monkeypatch.setitem(sys.modules, "ipykernel", ModuleType("ipykernel"))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "ipywidgets" else find_spec(
+        name, *args))
+    assert not nb.progress_bar_redraws()  # papermill: tqdm's text bar would be saved redraw by redraw
+
+    _, record = nb.train_model(tiny(nb), loaders, tmp_path, enable_model_summary=False)
+    printed = capsys.readouterr()
+    lines = re.findall(r"^Epoch (\d+)/2: validation −ELBO (-?[\d.]+) nats \(\d+ s\)$", printed.out, re.MULTILINE)
+    assert [(int(epoch), float(value)) for epoch, value in lines] == [
+        (epoch + 1, round(value, 1)) for epoch, value in enumerate(record["history"]["val_neg_elbo"])]
+    assert "it/s" not in printed.out + printed.err
 
 
 def test_bf16_training_is_recorded_and_validated_in_32_bit(nb, loaders, tmp_path, monkeypatch):
