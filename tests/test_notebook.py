@@ -2,6 +2,7 @@
 the repository, and as Colab runs it (the notebook file alone, its pretrained files downloaded); and the committed
 notebook as a reader and a grader see it."""
 
+import importlib.util
 import json
 import os
 import re
@@ -63,10 +64,11 @@ def test_notebook_runs_end_to_end_in_smoke_mode(smoke_env):
     cells = json.loads(out.read_text())["cells"]
     assert not [o for o in outputs(cells) if o["output_type"] == "error"]
     assert "training a new model for 1 epochs" in printed(cells)
-    # no ipywidgets here, so no progress bar, whose every redraw would be an output of its own; a line per epoch
+    # without ipywidgets no progress bar, whose every redraw would be an output of its own, but a line per epoch
     (training,) = [c for c in cells if "model, record = train_model(config" in "".join(c["source"])]
-    assert re.search(r"^Epoch 1/1: validation −ELBO [\d.]+ nats \(\d+ s\)$", printed([training]), re.MULTILINE)
-    assert len(training["outputs"]) <= 6, [o.get("text", "")[:80] for o in training["outputs"]]
+    if importlib.util.find_spec("ipywidgets") is None:
+        assert re.search(r"^Epoch 1/1: validation −ELBO -?[\d.]+ nats \(\d+ s\)$", printed([training]), re.MULTILINE)
+        assert len(training["outputs"]) <= 6 and "it/s" not in printed([training]), printed([training])[:2000]
     assert sorted(p.name for p in (smoke_env / "figures").iterdir()) == sorted(FIGURES)
     new = set(tree_digest(smoke_env / "checkpoints")) - set(committed["checkpoints"])
     (stem,) = [name.removesuffix(".ckpt") for name in new if name.endswith(".ckpt")]

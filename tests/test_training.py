@@ -58,8 +58,8 @@ def test_a_kernel_without_widgets_gets_a_line_per_epoch_instead_of_a_progress_ba
     assert nb.progress_bar_redraws()  # a terminal
     monkeypatch.setitem(sys.modules, "ipykernel", ModuleType("ipykernel"))
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "ipywidgets" else find_spec(
-        name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args, **kwargs: None if name == "ipywidgets"
+                        else find_spec(name, *args, **kwargs))
     assert not nb.progress_bar_redraws()  # papermill: tqdm's text bar would be saved redraw by redraw
 
     _, record = nb.train_model(tiny(nb), loaders, tmp_path, enable_model_summary=False)
