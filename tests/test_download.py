@@ -4,6 +4,7 @@ import functools
 import http.server
 import json
 import shutil
+import subprocess
 import threading
 
 import pytest
@@ -20,8 +21,17 @@ def manifest():
     return json.loads((REPO / "checkpoints" / "manifest.json").read_text())
 
 
+def shipped_files() -> list:
+    """The files of checkpoints/ that the repository holds: git's list where there is one, so that a model a user
+    trained there (saved beside the shipped ones, untracked) does not fail this check; else every file there."""
+    listed = subprocess.run(["git", "ls-files", "checkpoints"], cwd=REPO, capture_output=True, text=True)
+    paths = [REPO / line for line in listed.stdout.splitlines()] if listed.returncode == 0 else [
+        p for p in (REPO / "checkpoints").iterdir() if p.is_file()]
+    return sorted(p.name for p in paths if p.name != "manifest.json")
+
+
 def test_manifest_lists_every_shipped_file_with_its_size_and_hash(nb, manifest):
-    shipped = sorted(p.name for p in (REPO / "checkpoints").iterdir() if p.is_file() and p.name != "manifest.json")
+    shipped = shipped_files()
     assert sorted(manifest) == shipped, "refresh it: python -c 'import notebook_defs as d; " \
                                         "d.load_notebook().write_manifest(d.Path(\"checkpoints\"))'"
     for name, entry in manifest.items():
@@ -88,6 +98,22 @@ def test_a_file_missing_on_the_server_is_reported(nb, served, tmp_path, capsys):
     assert missing == [f"{MODEL}.ckpt", f"{MODEL}.json"]  # it stops at the first failure and says so once
     assert "HTTP 404" in out and "the model is trained here" in out
     assert not [p for p in local.iterdir() if p.name.startswith(".")]  # no partial file
+
+
+def test_a_model_comes_whole_or_not_at_all(nb, served, tmp_path, capsys):
+    """The checkpoint downloads, its record does not: the checkpoint is removed again, or the notebook would load it
+    and find no training history to draw."""
+    published, server = served
+    (published / f"{MODEL}.json").unlink()
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / f"{MODEL}.metrics.json").write_text("my own measurements")
+    names = [f"{MODEL}{suffix}" for suffix in (".ckpt", ".json", ".metrics.json")]
+    assert nb.fetch_pretrained(local, names, server.url, "training instead") == names[:2]
+    out = capsys.readouterr().out
+    assert f"Downloading {MODEL}.ckpt" in out and "HTTP 404" in out
+    assert files(local) == sorted(["manifest.json", f"{MODEL}.metrics.json"])  # what was there before stays
+    assert (local / f"{MODEL}.metrics.json").read_text() == "my own measurements"
 
 
 def flip_a_byte(data: bytes) -> bytes:

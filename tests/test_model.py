@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import re
 
 import numpy as np
 import pytest
@@ -161,6 +162,27 @@ def test_per_pixel_sigma_comes_from_a_second_decoder_channel(nb, images):
 def test_bad_sigma_is_refused_with_the_choices(nb, sigma):
     with pytest.raises(ValueError, match="learned.*per-pixel"):
         nb.VAEConfig(sigma=sigma)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("latent_dim", 0, "LATENT_DIM must be a whole number ≥ 1"), ("latent_dim", 2.0, "LATENT_DIM"),
+    ("max_epochs", 0, "MAX_EPOCHS must be a whole number ≥ 1"), ("max_epochs", -1, "MAX_EPOCHS"),
+    ("batch_size", 0, "BATCH_SIZE must be a whole number from 1 to 50,000"), ("batch_size", 60_000, "50,000"),
+    ("seed", -1, "SEED must be a whole number from 0"), ("seed", "42", "SEED"),
+    ("lr", 0, "LR must be a positive number"), ("lr", float("nan"), "LR"), ("lr", "2e-3", "LR"),
+    ("limit_batches", 0, "LIMIT_BATCHES must be a share"), ("limit_batches", 0.0, "LIMIT_BATCHES"),
+    ("limit_batches", 1.5, "LIMIT_BATCHES"), ("limit_batches", True, "LIMIT_BATCHES"),
+])
+def test_a_setting_that_cannot_train_is_refused_by_name(nb, setting, value, message):
+    """Before this check MAX_EPOCHS = 0 or BATCH_SIZE = 60,000 trained nothing and failed later in torch.load(".")."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nb.VAEConfig(**{setting: value})
+
+
+@pytest.mark.parametrize("setting, value", [("limit_batches", 1), ("limit_batches", 0.5), ("batch_size", 50_000),
+                                            ("seed", 0), ("lr", 1)])
+def test_settings_at_the_edges_are_accepted(nb, setting, value):
+    assert getattr(nb.VAEConfig(**{setting: value}), setting) == value
 
 
 def test_integer_sigma_names_the_same_checkpoint_as_its_float(nb):

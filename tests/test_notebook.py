@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import papermill
 import pytest
@@ -134,6 +135,26 @@ def test_the_settings_cell_names_the_default_config(nb):
     import execute
 
     assert nb.VAEConfig.from_parameters(execute.settings_cell()) == nb.VAEConfig()
+
+
+def test_the_install_cell_reads_the_installed_lightning_version(nb):
+    """The install cell installs Lightning unless 2.6 <= version < 3 (2.6 brought WeightAveraging)."""
+    import pytorch_lightning
+
+    major, minor = pytorch_lightning.__version__.split(".")[:2]
+    assert nb.installed_version("pytorch-lightning") == (int(major), int(minor))
+    assert nb.installed_version("no-such-package-anywhere") == ()
+
+
+def test_only_the_graded_settings_draw_into_the_tracked_figures(nb, monkeypatch):
+    """LIMIT_BATCHES = 1 is one batch an epoch, 1.0 all of them: equal as numbers, different models."""
+    monkeypatch.delenv("PATH_FIGURES", raising=False)
+    runs = Path("runs")
+    assert nb.figure_folder(nb.VAEConfig(), runs) == Path("figures")
+    assert nb.figure_folder(nb.VAEConfig(sigma=0.1, limit_batches=1.0), runs) == Path("figures")
+    one_batch = nb.VAEConfig(limit_batches=1)
+    assert one_batch == nb.VAEConfig()  # what the old check compared
+    assert nb.figure_folder(one_batch, runs) == runs / one_batch.run_name() != runs / nb.VAEConfig().run_name()
 
 
 def test_a_failed_run_leaves_the_notebook_byte_identical(nb, clone, mnist_root, tmp_path):

@@ -138,3 +138,19 @@ def test_the_frontier_numbers_a_crowded_cluster_without_overlap(nb, tmp_path):
         boxes = [t.get_window_extent() for t in numbers]
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert [h.get_label() for h in fig.legends[1].legend_handles][0] == "σ 0.1, z3 (graded)"
+
+
+
+def test_the_manifold_decodes_prior_quantiles_and_names_its_model(nb, tmp_path):
+    torch.manual_seed(0)
+    config = nb.VAEConfig(sigma=0.2, latent_dim=2, channels=(4, 8), hidden=16)
+    model = nb.VAE(**nb.dataclasses.asdict(config)).eval()
+    fig = nb.plot_manifold(model, config, tmp_path / "manifold.png", n=3)
+    assert fig.axes[0].get_title().startswith("The decoded 2-D latent space (σ = 0.2, latent size 2)")
+    q = torch.distributions.Normal(0, 1).icdf(torch.tensor([0.03, 0.5, 0.97]))
+    # rows from the top: z2 from high to low; across a row z1 from low to high
+    z = torch.tensor([[q[j], q[2 - i]] for i in range(3) for j in range(3)])
+    with torch.no_grad():
+        expected = nb.image_grid(model.decode(z), 3)
+    torch.testing.assert_close(torch.as_tensor(fig.axes[0].images[0].get_array().data), expected)
+    assert (tmp_path / "manifold.png").exists()
