@@ -24,9 +24,12 @@ def manifest():
 def shipped_files() -> list:
     """The files of checkpoints/ that the repository holds: git's list where there is one, so that a model a user
     trained there (saved beside the shipped ones, untracked) does not fail this check; else every file there."""
-    listed = subprocess.run(["git", "ls-files", "checkpoints"], cwd=REPO, capture_output=True, text=True)
-    paths = [REPO / line for line in listed.stdout.splitlines()] if listed.returncode == 0 else [
-        p for p in (REPO / "checkpoints").iterdir() if p.is_file()]
+    if (REPO / ".git").exists() and shutil.which("git"):
+        listed = subprocess.run(["git", "ls-files", "checkpoints"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout
+        paths = [REPO / line for line in listed.splitlines()]
+    else:
+        paths = [p for p in (REPO / "checkpoints").iterdir() if p.is_file()]
     return sorted(p.name for p in paths if p.name != "manifest.json")
 
 
@@ -114,6 +117,23 @@ def test_a_model_comes_whole_or_not_at_all(nb, served, tmp_path, capsys):
     assert f"Downloading {MODEL}.ckpt" in out and "HTTP 404" in out
     assert files(local) == sorted(["manifest.json", f"{MODEL}.metrics.json"])  # what was there before stays
     assert (local / f"{MODEL}.metrics.json").read_text() == "my own measurements"
+
+
+def test_an_interrupted_download_keeps_no_part_of_the_model(nb, served, tmp_path, monkeypatch):
+    """Ctrl+C between a checkpoint and its record: the checkpoint goes too, and the interrupt goes on."""
+    _, server = served
+    local = tmp_path / "local"
+    real_download = nb.download
+
+    def interrupted_after_the_first(url, path, *args):
+        if path.name.endswith(".json") and path.name != "manifest.json":
+            raise KeyboardInterrupt
+        real_download(url, path, *args)
+
+    monkeypatch.setattr(nb, "download", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        nb.fetch_pretrained(local, [f"{MODEL}.ckpt", f"{MODEL}.json"], server.url, "training instead")
+    assert files(local) == ["manifest.json"]
 
 
 def flip_a_byte(data: bytes) -> bytes:

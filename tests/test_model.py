@@ -172,6 +172,8 @@ def test_bad_sigma_is_refused_with_the_choices(nb, sigma):
     ("lr", 0, "LR must be a positive number"), ("lr", float("nan"), "LR"), ("lr", "2e-3", "LR"),
     ("limit_batches", 0, "LIMIT_BATCHES must be a share"), ("limit_batches", 0.0, "LIMIT_BATCHES"),
     ("limit_batches", 1.5, "LIMIT_BATCHES"), ("limit_batches", True, "LIMIT_BATCHES"),
+    ("limit_batches", 0.01, "LIMIT_BATCHES = 0.01 leaves no validation batch (79 batches of 128): use a share of "
+                            "at least 0.013"),
 ])
 def test_a_setting_that_cannot_train_is_refused_by_name(nb, setting, value, message):
     """Before this check MAX_EPOCHS = 0 or BATCH_SIZE = 60,000 trained nothing and failed later in torch.load(".")."""
@@ -179,7 +181,8 @@ def test_a_setting_that_cannot_train_is_refused_by_name(nb, setting, value, mess
         nb.VAEConfig(**{setting: value})
 
 
-@pytest.mark.parametrize("setting, value", [("limit_batches", 1), ("limit_batches", 0.5), ("batch_size", 50_000),
+@pytest.mark.parametrize("setting, value", [("limit_batches", 1), ("limit_batches", 0.5), ("limit_batches", 1 / 79),
+                                            ("batch_size", 50_000),
                                             ("seed", 0), ("lr", 1)])
 def test_settings_at_the_edges_are_accepted(nb, setting, value):
     assert getattr(nb.VAEConfig(**{setting: value}), setting) == value

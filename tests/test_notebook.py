@@ -137,8 +137,9 @@ def test_the_settings_cell_names_the_default_config(nb):
     assert nb.VAEConfig.from_parameters(execute.settings_cell()) == nb.VAEConfig()
 
 
-def test_the_install_cell_reads_the_installed_lightning_version(nb):
-    """The install cell installs Lightning unless 2.6 <= version < 3 (2.6 brought WeightAveraging)."""
+def test_the_install_cell_installs_lightning_unless_a_usable_one_is_there(nb):
+    """2.6 brought WeightAveraging: anything older, or none, or a 3.x, is (re)installed with the pinned range."""
+    assert [nb.lightning_usable(v) for v in [(), (2, 5), (2, 6), (2, 10), (3, 0)]] == [False, False, True, True, False]
     import pytorch_lightning
 
     major, minor = pytorch_lightning.__version__.split(".")[:2]
