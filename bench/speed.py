@@ -17,8 +17,8 @@ For the device it measures:
   * with --time-to-bar, a student's retrain: the graded settings trained from scratch with the notebook's own
     `train_model`, stopped after 3 minutes of training by Lightning's `max_time`, then judged against the bar
     (validation -ELBO no worse than 41.2 nats, at least 80 % of samples recognised); its time includes the judging.
-Results go to bench/results/speed.json under the device's name (other devices' results are kept) and into the README
-between the speed markers.
+Results go to bench/results/speed.json under the device's name, each GPU model apart (other devices' results are kept),
+and into the README between the speed markers.
 """
 
 import argparse
@@ -74,14 +74,17 @@ def tutorial_loader(nb, batch_size: int) -> DataLoader:
 
 
 def training_steps(nb, loader, device: torch.device, memory_format=torch.channels_last, precision="32-true",
-                   compile_model=False, threads: int | None = None, fused_adam=True):
+                   compile_model=False, threads: int | None = None, fused_adam=True, notebook_step=True,
+                   cuda_graphs=True):
     """A function that trains a fresh VAE of the notebook's default layers on `device`, fed by `loader`, on a given
-    number of images (warmed up by 3 steps)."""
+    number of images (warmed up by 3 steps). The notebook's step (`training_elbo`, a CUDA graph on a GPU unless
+    `cuda_graphs` is off) or, with `notebook_step` off, the plain `calc_elbo` of the tutorial-style rows."""
     torch.manual_seed(0)
     model = nb.VAE(**nb.dataclasses.asdict(nb.VAEConfig())).to(device)  # the graded settings' layers
-    model.MEMORY_FORMAT = memory_format  # this instance only
+    model.MEMORY_FORMAT, model.CUDA_GRAPHS = memory_format, cuda_graphs  # this instance only
     model.to(memory_format=memory_format)
-    step_fn = torch.compile(model.calc_elbo) if compile_model else model.calc_elbo
+    step = model.training_elbo if notebook_step else model.calc_elbo
+    step_fn = torch.compile(model.calc_elbo) if compile_model else step
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam)
     batches = iter(loader)
 
@@ -204,9 +207,9 @@ def measure(nb, device: torch.device, repeats: int, steps: int, iwae_images: int
     notebook = f"notebook as it trains here ({precision})"
     setups = {
         "tutorial-style data, NCHW model": lambda: training_steps(
-            nb, tutorial_loader(nb, 128), device, torch.contiguous_format, fused_adam=False),
+            nb, tutorial_loader(nb, 128), device, torch.contiguous_format, fused_adam=False, notebook_step=False),
         "tutorial-style data, channels-last model": lambda: training_steps(
-            nb, tutorial_loader(nb, 128), device, fused_adam=False),
+            nb, tutorial_loader(nb, 128), device, fused_adam=False, notebook_step=False),
         notebook: lambda: training_steps(nb, loaders["train"], device, precision=precision),
         "… in 32-bit": lambda: training_steps(nb, loaders["train"], device),
         "… on 1 thread": lambda: training_steps(nb, loaders["train"], device, precision=precision, threads=1),
@@ -217,6 +220,8 @@ def measure(nb, device: torch.device, repeats: int, steps: int, iwae_images: int
     }
     if precision == "32-true":
         del setups["… in 32-bit"]  # the notebook's own row
+    if device.type == "cuda":
+        setups["… without CUDA graphs"] = lambda: training_steps(nb, loaders["train"], device, cuda_graphs=False)
     runs = {}
     for name, setup in setups.items():
         try:
@@ -273,9 +278,15 @@ def bf16_row(bias: dict | None) -> list:
             f"{BF16_BIAS_LIMIT} allowed | |"]
 
 
+def result_key(device: torch.device) -> str:
+    """Where speed.json keeps a device's figures: the CPU's, and each GPU model's apart (an H100's beside an H200's)."""
+    return "cpu" if device.type == "cpu" else f"cuda {torch.cuda.get_device_name(device)}"
+
+
 def markdown(all_results: dict) -> str:
     lines = []
-    for device, r in all_results.items():
+    for key, r in all_results.items():
+        device = key.split()[0]
         lines += [f"**{device.upper()}**: measured by `python bench/speed.py --device {device}` on {r['machine']} "
                   f"({r['date']}); medians of {r['repeats']} repeats, ratios with their range over the repeats.", "",
                   "| what | time or speed | vs tutorial-style |", "|---|---:|---:|"]
@@ -303,7 +314,7 @@ def markdown(all_results: dict) -> str:
                       f"| the shipped recipe's full training ({b['shipped_epochs']} epochs) | "
                       f"{b['shipped_train_seconds'] / 60:.0f} min | |"]
         lines.append("")
-    if "cuda" not in all_results:
+    if not any(key.startswith("cuda") for key in all_results):
         lines.append("**GPU**: not measured yet. The GPU mode (`--device cuda`) runs the same code with the device "
                      "as a parameter, and the tests run it on the CPU; no GPU was available where these figures were "
                      "made.")
@@ -335,7 +346,7 @@ def main():
     results = measure(load_notebook(), device, args.repeats, args.steps, iwae_images, args.time_to_bar,
                       args.run_all_repeats or args.repeats)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored = {**{k: v for k, v in stored.items() if k in ("cpu", "cuda")}, args.device: results}
+    stored = {**{k: v for k, v in stored.items() if k.split()[0] in ("cpu", "cuda")}, result_key(device): results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(stored, indent=1))
     table = markdown(stored)

@@ -104,7 +104,7 @@ def test_the_table_says_when_the_gpu_is_not_measured(speed):
            "training": {"tutorial-style data, NCHW model": {"images_per_s": 800, "ratio": 1, "ratio_range": [1, 1]}}}
     table = speed.markdown({"cpu": cpu})
     assert "30.0 min (256 images timed, scaled)" in table and "GPU**: not measured yet" in table
-    assert "not measured" not in speed.markdown({"cpu": cpu, "cuda": {**cpu, "iwae_images_timed": 10_000}})
+    assert "not measured" not in speed.markdown({"cpu": cpu, "cuda NVIDIA H200": {**cpu, "iwae_images_timed": 10_000}})
     assert "bf16" not in table  # no row for a bias that was not measured
     bias = {"fp32": 40.0, "bf16": 40.5, "bf16_s": 600.0, "images": 256, "bias": 0.5}
     assert ("10.0 min (256 images, the same z as the 32-bit row): bias +0.500 nats per image, over the 0.02 "

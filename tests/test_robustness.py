@@ -37,13 +37,13 @@ def test_interrupted_training_publishes_nothing_and_leaves_ctrl_c_working(nb, lo
     kept = tiny(nb, sigma=0.5)
     nb.train_model(kept, loaders, tmp_path, **QUIET)
     before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
-    calls = []
+    calls, training_step = [], nb.VAE.training_step
 
     def interrupt_on_second_batch(self, batch, batch_idx):
         calls.append(batch_idx)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return self._step(batch, "train")
+        return training_step(self, batch, batch_idx)
 
     monkeypatch.setattr(nb.VAE, "training_step", interrupt_on_second_batch)
     config = tiny(nb)

@@ -72,9 +72,9 @@ def test_a_kernel_without_widgets_gets_a_line_per_epoch_instead_of_a_progress_ba
 
 def test_bf16_training_is_recorded_and_validated_in_32_bit(nb, loaders, tmp_path, monkeypatch):
     autocast = []  # (split, whether bf16 autocast was on) of every step
-    step = nb.VAE._step
-    monkeypatch.setattr(nb.VAE, "_step", lambda self, batch, split: (
-        autocast.append((split, torch.is_autocast_enabled(self.device.type))), step(self, batch, split))[1])
+    log = nb.VAE._log
+    monkeypatch.setattr(nb.VAE, "_log", lambda self, terms, split: (
+        autocast.append((split, torch.is_autocast_enabled(self.device.type))), log(self, terms, split))[1])
     _, record = nb.train_model(tiny(nb), loaders, tmp_path, precision="bf16-mixed", **QUIET)
     assert record["precision"] == "bf16-mixed"
     assert {on for split, on in autocast if split == "train"} == {True}
@@ -286,9 +286,10 @@ class HostReads(TorchDispatchMode):
 
 
 def test_a_training_step_reads_few_values_back(nb, loaders, tmp_path, monkeypatch):
-    """Five reads a step, the same on any device: the images' range check, the posterior's validation (loc and scale)
-    and two inside torch's AveragedModel. The weight average used to read its step count twice per weight tensor (56
-    more), and the prior's and likelihood's validation 5 more; the images' check read 3."""
+    """Five reads a step: the images' range check, the posterior's validation (loc and scale) and two inside torch's
+    AveragedModel; three on a GPU, whose CUDA graph does not validate the posterior. The weight average used to read
+    its step count twice per weight tensor (56 more), and the prior's and likelihood's validation 5 more; the images'
+    check read 3."""
     reads = HostReads()
 
     class Window(pl.Callback):  # the steps of the second epoch, after the average's first copy
@@ -301,7 +302,33 @@ def test_a_training_step_reads_few_values_back(nb, loaders, tmp_path, monkeypatc
     add_trainer_callback(monkeypatch, Window())
     with reads:
         nb.train_model(tiny(nb, limit_batches=3), loaders, tmp_path, **QUIET)
-    assert reads.reads == 3 * 5
+    assert reads.reads == 3 * (3 if nb.best_device().type == "cuda" else 5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_cuda_graph_step_gives_the_eager_step_terms_and_gradients(nb):
+    torch.manual_seed(0)
+    model = nb.VAE(channels=(4, 8), hidden=16).cuda()
+    with torch.no_grad():  # posterior stds of e^-30: z is the posterior mean, so both paths decode the same z
+        model.encoder.log_std.weight.zero_()
+        model.encoder.log_std.bias.fill_(-30.0)
+    batches = [torch.rand(8, 1, 28, 28, device="cuda") for _ in range(2)]  # the second replays the first's graph
+
+    def step(x):  # what is returned holds no autograd graph: a live eager one would break the capture
+        model.zero_grad(set_to_none=True)
+        terms = model.training_elbo(x)
+        terms.neg_elbo.backward()
+        return [*(term.detach() for term in terms), *(p.grad.clone() for p in model.parameters())]
+
+    results = {}
+    for graphs in (False, True):
+        model.CUDA_GRAPHS = graphs
+        for i, x in enumerate(batches):
+            results[graphs, i] = step(x)
+    assert list(model.cuda_graphs) == [batches[0].shape]  # the graphed path was taken, one graph for both batches
+    for i in range(2):
+        for eager, graphed in zip(results[False, i], results[True, i], strict=True):
+            torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
 
 
 def test_a_diverged_encoder_stops_at_the_posterior(nb):
