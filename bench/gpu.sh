@@ -9,10 +9,11 @@
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier;
 #      RETRAIN_EPOCHS=N trains N epochs instead of the notebook's MAX_EPOCHS; on an H200 the default 100 and the
 #      rest of the notebook took 375 s, 3.4 s an epoch), the trained files copied to $OUT.
-# GPU_STEPS picks some of them (default: all five, by these names), and adds the one that is not run by default:
+# GPU_STEPS picks some of them (default: all five, by these names), and adds the two that are not run by default:
 #   run_all speed tests sweep retrain     recipe: bench/recipe.py lr_2e-3 --epochs 150 (the shipped recipe for the
 #   tutorial's 150 epochs), in the background right after run_all, so the steps after it share the GPU (it is
-#   refused beside the timed steps, speed and sweep).
+#   refused beside the timed steps, speed and sweep); graph_ab, last: 3 epochs of the default settings through
+#   train_model with the training step's CUDA graph on and off, taking turns, twice.
 # It expects the ignored folder .gpu/, carried with the call: wheels/ (Jupyter and importnb for the machine's
 # Python 3.12, the versions of .venv) and mnist/ (the four MNIST files of $PATH_DATASETS, gzipped). Here, once:
 #   echo /.gpu/ >> .git/info/exclude; PATH_DATASETS=$PWD/data bash bench/gpu.sh --prepare
@@ -102,6 +103,26 @@ PATH_CHECKPOINTS=$fresh/checkpoints PATH_FIGURES=$fresh/figures PATH_RUNS=$fresh
   ${RETRAIN_EPOCHS:+-p MAX_EPOCHS "$RETRAIN_EPOCHS"} && echo "retrain run all: $(($(date +%s) - start)) s"
 # the trained model comes back whole (checkpoint, record, measurements), else the partial run's metrics
 cp $fresh/checkpoints/vae_* "$OUT/" 2>/dev/null || find $fresh -name metrics.csv -exec cp {} "$OUT/retrain_metrics.csv" \; ; }
+
+wants graph_ab && { step "3 epochs through train_model, the CUDA graph on and off, taking turns"
+PATH_DATASETS=$PWD/data timeout "$(left 120)" python3 - <<'EOF'
+import sys, tempfile, time
+sys.path.insert(0, ".")
+from notebook_defs import load_notebook
+nb = load_notebook()
+loaders = nb.make_loaders(nb.dataset_root(), 128, 42)
+for round_ in range(2):
+    for graphs in (True, False):
+        nb.VAE.CUDA_GRAPHS = graphs
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            _, record = nb.train_model(nb.VAEConfig(max_epochs=3), loaders, nb.Path(tmp), enable_progress_bar=False)
+        history = record["history"]
+        print(f"round {round_} graphs {graphs}: wall {time.perf_counter() - start:.1f} s, "
+              f"{record['train_seconds'] / 3:.2f} s an epoch, train -ELBO {history['train_neg_elbo']}, "
+              f"val -ELBO {history['val_neg_elbo']}", flush=True)
+EOF
+}
 
 # the recipe in the background, if any (a bare wait would also wait for the tee above, which never ends)
 [ -n "${recipe_pid:-}" ] && wait "$recipe_pid"

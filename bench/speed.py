@@ -346,7 +346,7 @@ def main():
     results = measure(load_notebook(), device, args.repeats, args.steps, iwae_images, args.time_to_bar,
                       args.run_all_repeats or args.repeats)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored = {**{k: v for k, v in stored.items() if k.split()[0] in ("cpu", "cuda")}, result_key(device): results}
+    stored = {**{k: v for k, v in stored.items() if k == "cpu" or k.startswith("cuda ")}, result_key(device): results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(stored, indent=1))
     table = markdown(stored)

@@ -1,10 +1,12 @@
 """train_model: a checkpoint is found by the settings it was trained with; evaluation."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import re
 import sys
+from copy import deepcopy
 from types import ModuleType, SimpleNamespace
 
 import pytest
@@ -305,8 +307,41 @@ def test_a_training_step_reads_few_values_back(nb, loaders, tmp_path, monkeypatc
     assert reads.reads == 3 * (3 if nb.best_device().type == "cuda" else 5)
 
 
+def test_a_cuda_graph_is_made_once_per_batch_shape_and_weights(nb, monkeypatch):
+    """The graph's bookkeeping, run on the CPU with make_graphed_callables standing in as the eager module: one
+    graph serves the same shape and weights; a copy of the model, or another batch size, gets its own."""
+    made = []
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, args: made.append(module) or module)
+    monkeypatch.setattr(torch.random, "fork_rng", lambda devices: contextlib.nullcontext())
+    monkeypatch.setattr(nb.VAE, "graphable", lambda self, x: True)
+    model = nb.VAE(channels=(4, 8), hidden=16)
+    x = torch.rand(4, 1, 28, 28)
+    model.training_elbo(x), model.training_elbo(torch.rand(4, 1, 28, 28))
+    assert len(made) == 1 and made[0].vae is model
+    copy = deepcopy(model)  # new weights' memory: the copy's graph must train the copy, not the original
+    copy.training_elbo(x)
+    assert len(made) == 2 and made[1].vae is copy
+    model.training_elbo(torch.rand(2, 1, 28, 28))
+    assert len(made) == 3
+    terms = model.training_elbo(x)  # the eager module stands in for the graph: the ELBO's terms come back
+    assert terms.neg_elbo.item() == pytest.approx((terms.kl - terms.reconstruction).item(), rel=1e-6)
+
+
+def test_no_cuda_graph_on_a_cpu_or_when_lightning_accumulates_gradients(nb):
+    model = nb.VAE(channels=(4, 8), hidden=16)
+    assert not model.graphable(torch.rand(2, 1, 28, 28))
+    if torch.cuda.is_available():
+        model = model.cuda()
+        x = torch.rand(2, 1, 28, 28, device="cuda")
+        assert model.graphable(x)
+        model._trainer = SimpleNamespace(accumulate_grad_batches=2)
+        assert not model.graphable(x)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_a_cuda_graph_step_gives_the_eager_step_terms_and_gradients(nb):
+def test_a_cuda_graph_step_gives_the_eager_step_terms_and_gradients(nb, monkeypatch):
+    made, make = [], torch.cuda.make_graphed_callables
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda *args: made.append(args) or make(*args))
     torch.manual_seed(0)
     model = nb.VAE(channels=(4, 8), hidden=16).cuda()
     with torch.no_grad():  # posterior stds of e^-30: z is the posterior mean, so both paths decode the same z
@@ -325,7 +360,7 @@ def test_a_cuda_graph_step_gives_the_eager_step_terms_and_gradients(nb):
         model.CUDA_GRAPHS = graphs
         for i, x in enumerate(batches):
             results[graphs, i] = step(x)
-    assert list(model.cuda_graphs) == [batches[0].shape]  # the graphed path was taken, one graph for both batches
+    assert len(made) == 1  # the graphed path was taken, one graph for both batches
     for i in range(2):
         for eager, graphed in zip(results[False, i], results[True, i], strict=True):
             torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
