@@ -74,17 +74,15 @@ def tutorial_loader(nb, batch_size: int) -> DataLoader:
 
 
 def training_steps(nb, loader, device: torch.device, memory_format=torch.channels_last, precision="32-true",
-                   compile_model=False, threads: int | None = None, fused_adam=True, notebook_step=True,
-                   cuda_graphs=True):
+                   compile_model=False, threads: int | None = None, fused_adam=True, cuda_graphs=True):
     """A function that trains a fresh VAE of the notebook's default layers on `device`, fed by `loader`, on a given
-    number of images (warmed up by 3 steps). The notebook's step (`training_elbo`, a CUDA graph on a GPU unless
-    `cuda_graphs` is off) or, with `notebook_step` off, the plain `calc_elbo` of the tutorial-style rows."""
+    number of images (warmed up by 3 steps) with the notebook's step, `training_elbo`: a CUDA graph on a GPU unless
+    `cuda_graphs` is off (then, as on a CPU, the plain `calc_elbo`, as in the tutorial-style rows)."""
     torch.manual_seed(0)
     model = nb.VAE(**nb.dataclasses.asdict(nb.VAEConfig())).to(device)  # the graded settings' layers
     model.MEMORY_FORMAT, model.CUDA_GRAPHS = memory_format, cuda_graphs  # this instance only
     model.to(memory_format=memory_format)
-    step = model.training_elbo if notebook_step else model.calc_elbo
-    step_fn = torch.compile(model.calc_elbo) if compile_model else step
+    step_fn = torch.compile(model.calc_elbo) if compile_model else model.training_elbo
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam)
     batches = iter(loader)
 
@@ -207,9 +205,9 @@ def measure(nb, device: torch.device, repeats: int, steps: int, iwae_images: int
     notebook = f"notebook as it trains here ({precision})"
     setups = {
         "tutorial-style data, NCHW model": lambda: training_steps(
-            nb, tutorial_loader(nb, 128), device, torch.contiguous_format, fused_adam=False, notebook_step=False),
+            nb, tutorial_loader(nb, 128), device, torch.contiguous_format, fused_adam=False, cuda_graphs=False),
         "tutorial-style data, channels-last model": lambda: training_steps(
-            nb, tutorial_loader(nb, 128), device, fused_adam=False, notebook_step=False),
+            nb, tutorial_loader(nb, 128), device, fused_adam=False, cuda_graphs=False),
         notebook: lambda: training_steps(nb, loaders["train"], device, precision=precision),
         "… in 32-bit": lambda: training_steps(nb, loaders["train"], device),
         "… on 1 thread": lambda: training_steps(nb, loaders["train"], device, precision=precision, threads=1),
