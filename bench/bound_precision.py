@@ -4,17 +4,20 @@
 
 On the same images and the same z draws as a 32-bit run (the encoder, the z and the log-density stay 32-bit), it
 measures the log-weights log p(x|z) + log p(z) - log q(z|x) with one decoder layer at a time in bf16 and with all of
-them, and reports each variant's error per log-weight and the bias of the bound (nats per image, with its standard
-error over the images; issue 13 allows 0.02). Then a screen-and-refine scheme: the bf16 log-weights pick, per image,
-those within T nats of their largest, only those are computed again in 32-bit, and the bound takes the 32-bit values
-where it has them. The share that needs 32-bit sets the scheme's cost: the bf16 pass plus that share of a 32-bit pass
-(bench/speed.py times both passes). Writes bench/results/bound_precision.json.
+them, and reports each variant's error per log-weight, the bias of the bound (nats per image, with its standard
+error over the images; issue 13 allows 0.02) and its time beside the 32-bit run's. One more variant keeps every
+layer 32-bit but lets oneDNN round their inputs to bf16 (its bf16 math mode, torch.backends.mkldnn's
+fp32_precision; sums and outputs stay 32-bit). Then a screen-and-refine scheme: the bf16 log-weights pick, per
+image, those within T nats of their largest, only those are computed again in 32-bit, and the bound takes the
+32-bit values where it has them. The share that needs 32-bit sets the scheme's cost: the bf16 pass plus that share
+of a 32-bit pass (bench/speed.py times both passes). Writes bench/results/bound_precision.json.
 """
 
 import argparse
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +33,31 @@ RESULTS = REPO / "bench" / "results" / "bound_precision.json"
 THRESHOLDS = (5, 10, 15, 20, 30, 40)  # nats below an image's largest bf16 log-weight
 
 
-def log_weights(nb, model, x: torch.Tensor, k: int) -> torch.Tensor:
-    """The (k, images) log-weights, in float64 for the comparisons; the seed fixes the z draws."""
+def log_weights(nb, model, x: torch.Tensor, k: int) -> tuple:
+    """The (k, images) log-weights, in float64 for the comparisons, and the seconds they took; the seed fixes the z
+    draws."""
     torch.manual_seed(1)
-    return nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device)).double()
+    start = time.perf_counter()
+    log_w = nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device))
+    return log_w.double(), time.perf_counter() - start
+
+
+class Bf16Math(torch.nn.Module):
+    """A module whose 32-bit convolutions and matrix products let oneDNN round their inputs to bf16 (AMX where the CPU
+    has it), their sums and outputs staying 32-bit."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        mkldnn = torch.backends.mkldnn
+        saved = mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision
+        mkldnn.conv.fp32_precision = mkldnn.matmul.fp32_precision = "bf16"
+        try:
+            return self.module(z)
+        finally:
+            mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision = saved
 
 
 def refined(nb, exact: torch.Tensor, screen: torch.Tensor, threshold: float) -> dict:
@@ -73,16 +97,20 @@ def main():
     model = nb.load_checkpoint(config.run_file(REPO / "checkpoints", ".ckpt"), config).eval()
     torch.manual_seed(0)
     x = nb.dequantize(nb.load_mnist(nb.dataset_root(), train=False).images[:args.images])
-    exact = log_weights(nb, model, x, args.k)
-    results = {"images": args.images, "k": args.k, "variants": []}
+    log_weights(nb, model, x[:2], args.k)  # a warm-up: oneDNN prepares its kernels on the first call
+    exact, seconds = log_weights(nb, model, x, args.k)
+    results = {"images": args.images, "k": args.k, "seconds_32_bit": seconds, "variants": []}
     layers = len(weighted_layers(model.decoder))
-    for chosen in [[j] for j in range(layers)] + [list(range(layers))]:
-        variant, names = in_bf16(model, chosen)
-        approx = log_weights(nb, variant, x, args.k)
+    math_mode = copy.deepcopy(model)
+    math_mode.decoder = Bf16Math(math_mode.decoder)
+    variants = [in_bf16(model, chosen) for chosen in [[j] for j in range(layers)] + [list(range(layers))]]
+    for variant, names in variants + [(math_mode, ["every layer 32-bit, oneDNN's bf16 math mode"])]:
+        approx, seconds = log_weights(nb, variant, x, args.k)
         error, shift = approx - exact, nb.iwae_estimate(approx) - nb.iwae_estimate(exact)
         row = {"bf16 layers": names, "error_sd": error.std().item(), "error_max": error.abs().max().item(),
-               "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item()}
-        if len(chosen) == layers:  # the whole decoder in bf16 screens for the 32-bit refinement
+               "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item(),
+               "seconds": seconds}
+        if len(names) == layers:  # the whole decoder in bf16 screens for the 32-bit refinement
             row["refine"] = [refined(nb, exact, approx, threshold) for threshold in THRESHOLDS]
         results["variants"].append(row)
         print(json.dumps(row), flush=True)

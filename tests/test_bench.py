@@ -203,13 +203,32 @@ def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, m
     torch.manual_seed(0)
     model = nb.VAE(channels=(4, 8), hidden=16).eval()
     x = nb.dequantize(mnist_loaders["test"].dataset.images[:2])
-    exact = precision.log_weights(nb, model, x, 8)
-    assert exact.shape == (8, 2)
-    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8), exact)  # same z draws
+    exact, seconds = precision.log_weights(nb, model, x, 8)
+    assert exact.shape == (8, 2) and seconds > 0
+    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8)[0], exact)  # same z draws
     variant, names = precision.in_bf16(model, [1, 5])
     assert names == ["Linear 2", "ConvTranspose2d 6"]
     assert [type(layer).__name__ for layer in variant.decoder.modules() if hasattr(layer, "module")] == ["InBf16"] * 2
-    assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
+    assert not torch.equal(precision.log_weights(nb, variant, x, 8)[0], exact)
+
+
+def test_bf16_math_mode_holds_only_inside_the_wrapped_module(precision):
+    mkldnn = torch.backends.mkldnn
+    before = mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, z):
+            seen.append((mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision))
+            if z.sum() < 0:
+                raise ValueError("a failing layer")
+            return 2 * z
+
+    assert torch.equal(precision.Bf16Math(Probe())(torch.ones(3)), torch.full((3,), 2.0))
+    with pytest.raises(ValueError, match="failing"):
+        precision.Bf16Math(Probe())(-torch.ones(3))
+    assert seen == [("bf16", "bf16")] * 2
+    assert (mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision) == before  # restored, after an error too
 
 
 def test_the_refinement_takes_the_exact_log_weights_near_each_images_largest_screened_one(nb, precision):
