@@ -4,13 +4,14 @@
 
 On the same images and the same z draws as a 32-bit run (the encoder, the z and the log-density stay 32-bit), it
 measures the log-weights log p(x|z) + log p(z) - log q(z|x) with one decoder layer at a time in bf16 and with all of
-them, and reports each variant's error per log-weight, the bias of the bound (nats per image, with its standard
-error over the images; issue 13 allows 0.02) and its time beside the 32-bit run's. One more variant keeps every
-layer 32-bit but lets oneDNN round their inputs to bf16 (its bf16 math mode, torch.backends.mkldnn's
-fp32_precision; sums and outputs stay 32-bit). Then a screen-and-refine scheme: the bf16 log-weights pick, per
-image, those within T nats of their largest, only those are computed again in 32-bit, and the bound takes the
-32-bit values where it has them. The share that needs 32-bit sets the scheme's cost: the bf16 pass plus that share
-of a 32-bit pass (bench/speed.py times both passes). Writes bench/results/bound_precision.json.
+them, and reports each variant's error per log-weight and the bias of the bound (nats per image, with its standard
+error over the images; issue 13 allows 0.02). One more variant keeps every layer 32-bit but lets oneDNN round
+their inputs to bf16 (its bf16 math mode, torch.backends.mkldnn's fp32_precision; sums and outputs stay 32-bit).
+Then a screen-and-refine scheme: the bf16 log-weights pick, per image, those within T nats of their largest, only
+those are computed again in 32-bit, and the bound takes the 32-bit values where it has them. The share that needs
+32-bit sets the scheme's cost: the bf16 pass plus that share of a 32-bit pass (bench/speed.py times both passes).
+Last, the 32-bit decoder, the whole decoder in bf16 and the math mode are timed in turns (--rounds). Writes
+bench/results/bound_precision.json.
 """
 
 import argparse
@@ -33,13 +34,28 @@ RESULTS = REPO / "bench" / "results" / "bound_precision.json"
 THRESHOLDS = (5, 10, 15, 20, 30, 40)  # nats below an image's largest bf16 log-weight
 
 
-def log_weights(nb, model, x: torch.Tensor, k: int) -> tuple:
-    """The (k, images) log-weights, in float64 for the comparisons, and the seconds they took; the seed fixes the z
-    draws."""
+def log_weights(nb, model, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The (k, images) log-weights, in float64 for the comparisons; the seed fixes the z draws."""
     torch.manual_seed(1)
-    start = time.perf_counter()
-    log_w = nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device))
-    return log_w.double(), time.perf_counter() - start
+    return nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device)).double()
+
+
+def interleaved_seconds(nb, models: dict, x: torch.Tensor, k: int, rounds: int) -> dict:
+    """Each model's log-weights of x timed in turns, `rounds` times, after a warm-up call each (oneDNN prepares a
+    variant's kernels on its first call): the median seconds, and the median over the rounds of the first model's
+    time over this one's."""
+    budget = nb.decoder_budget(x.device)
+    for model in models.values():
+        nb.iwae_log_weights(model, x[:2], k, budget)
+    seconds = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            nb.iwae_log_weights(model, x, k, budget)
+            seconds[name].append(time.perf_counter() - start)
+    first = np.array(next(iter(seconds.values())))
+    return {name: {"median_s": float(np.median(s)), "speedup": float(np.median(first / np.array(s)))}
+            for name, s in seconds.items()}
 
 
 class Bf16Math(torch.nn.Module):
@@ -91,29 +107,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--k", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5, help="of the interleaved timing")
     args = parser.parse_args()
     nb = load_notebook()
     config = nb.VAEConfig()
     model = nb.load_checkpoint(config.run_file(REPO / "checkpoints", ".ckpt"), config).eval()
     torch.manual_seed(0)
     x = nb.dequantize(nb.load_mnist(nb.dataset_root(), train=False).images[:args.images])
-    log_weights(nb, model, x[:2], args.k)  # a warm-up: oneDNN prepares its kernels on the first call
-    exact, seconds = log_weights(nb, model, x, args.k)
-    results = {"images": args.images, "k": args.k, "seconds_32_bit": seconds, "variants": []}
+    exact = log_weights(nb, model, x, args.k)
+    results = {"images": args.images, "k": args.k, "variants": []}
     layers = len(weighted_layers(model.decoder))
+    whole = list(range(layers))
+    variants = [(*in_bf16(model, chosen), chosen == whole) for chosen in [[j] for j in range(layers)] + [whole]]
     math_mode = copy.deepcopy(model)
     math_mode.decoder = Bf16Math(math_mode.decoder)
-    variants = [in_bf16(model, chosen) for chosen in [[j] for j in range(layers)] + [list(range(layers))]]
-    for variant, names in variants + [(math_mode, ["every layer 32-bit, oneDNN's bf16 math mode"])]:
-        approx, seconds = log_weights(nb, variant, x, args.k)
+    variants.append((math_mode, [], False))  # no layer in bf16: oneDNN rounds the 32-bit layers' inputs
+    for variant, names, screens in variants:
+        approx = log_weights(nb, variant, x, args.k)
         error, shift = approx - exact, nb.iwae_estimate(approx) - nb.iwae_estimate(exact)
-        row = {"bf16 layers": names, "error_sd": error.std().item(), "error_max": error.abs().max().item(),
-               "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item(),
-               "seconds": seconds}
-        if len(names) == layers:  # the whole decoder in bf16 screens for the 32-bit refinement
+        row = {"bf16 layers": names, "onednn_bf16_math": variant is math_mode,
+               "error_sd": error.std().item(), "error_max": error.abs().max().item(),
+               "bias": shift.mean().item(), "bias_standard_error": (shift.std() / np.sqrt(len(shift))).item()}
+        if screens:  # the whole decoder in bf16 screens for the 32-bit refinement
             row["refine"] = [refined(nb, exact, approx, threshold) for threshold in THRESHOLDS]
         results["variants"].append(row)
         print(json.dumps(row), flush=True)
+    bf16 = copy.deepcopy(model)
+    bf16.decoder = InBf16(bf16.decoder)  # one autocast around the decoder, as bench/speed.py times it
+    timed = {"32-bit": model, "bf16 decoder": bf16, "oneDNN bf16 math mode": math_mode}
+    results["speed"] = {"rounds": args.rounds, **interleaved_seconds(nb, timed, x, args.k, args.rounds)}
+    print(json.dumps(results["speed"]))
     RESULTS.write_text(json.dumps(results, indent=1))
     print(f"Written to {RESULTS}")
 

@@ -203,15 +203,20 @@ def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, m
     torch.manual_seed(0)
     model = nb.VAE(channels=(4, 8), hidden=16).eval()
     x = nb.dequantize(mnist_loaders["test"].dataset.images[:2])
-    exact, seconds = precision.log_weights(nb, model, x, 8)
-    assert exact.shape == (8, 2) and seconds > 0
-    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8)[0], exact)  # same z draws
+    exact = precision.log_weights(nb, model, x, 8)
+    assert exact.shape == (8, 2)
+    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8), exact)  # same z draws
     variant, names = precision.in_bf16(model, [1, 5])
     assert names == ["Linear 2", "ConvTranspose2d 6"]
     assert [type(layer).__name__ for layer in variant.decoder.modules() if hasattr(layer, "module")] == ["InBf16"] * 2
-    assert not torch.equal(precision.log_weights(nb, variant, x, 8)[0], exact)
+    assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
+    timed = precision.interleaved_seconds(nb, {"32-bit": model, "bf16": variant}, x, 8, rounds=3)
+    assert timed["32-bit"]["speedup"] == 1 and set(timed) == {"32-bit", "bf16"}  # against itself: exactly 1
+    assert all(t["median_s"] > 0 and t["speedup"] > 0 for t in timed.values())
 
 
+@pytest.mark.skipif(getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None) is None,
+                    reason="this torch has no oneDNN math modes (torch.backends.mkldnn.conv.fp32_precision)")
 def test_bf16_math_mode_holds_only_inside_the_wrapped_module(precision):
     mkldnn = torch.backends.mkldnn
     before = mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision
