@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]  # the notebook's definitions, and the sibling bench's
-from speed import InBf16  # noqa: E402
+from speed import InBf16, interleaved_throughput, with_decoder  # noqa: E402
 
 from notebook_defs import load_notebook  # noqa: E402
 
@@ -38,24 +37,6 @@ def log_weights(nb, model, x: torch.Tensor, k: int) -> torch.Tensor:
     """The (k, images) log-weights, in float64 for the comparisons; the seed fixes the z draws."""
     torch.manual_seed(1)
     return nb.iwae_log_weights(model, x, k, nb.decoder_budget(model.device)).double()
-
-
-def interleaved_seconds(nb, models: dict, x: torch.Tensor, k: int, rounds: int) -> dict:
-    """Each model's log-weights of x timed in turns, `rounds` times, after a warm-up call each (oneDNN prepares a
-    variant's kernels on its first call): the median seconds, and the median over the rounds of the first model's
-    time over this one's."""
-    budget = nb.decoder_budget(x.device)
-    for model in models.values():
-        nb.iwae_log_weights(model, x[:2], k, budget)
-    seconds = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            nb.iwae_log_weights(model, x, k, budget)
-            seconds[name].append(time.perf_counter() - start)
-    first = np.array(next(iter(seconds.values())))
-    return {name: {"median_s": float(np.median(s)), "speedup": float(np.median(first / np.array(s)))}
-            for name, s in seconds.items()}
 
 
 class Bf16Math(torch.nn.Module):
@@ -119,8 +100,7 @@ def main():
     layers = len(weighted_layers(model.decoder))
     whole = list(range(layers))
     variants = [(*in_bf16(model, chosen), chosen == whole) for chosen in [[j] for j in range(layers)] + [whole]]
-    math_mode = copy.deepcopy(model)
-    math_mode.decoder = Bf16Math(math_mode.decoder)
+    math_mode = with_decoder(model, Bf16Math)
     variants.append((math_mode, [], False))  # no layer in bf16: oneDNN rounds the 32-bit layers' inputs
     for variant, names, screens in variants:
         approx = log_weights(nb, variant, x, args.k)
@@ -132,10 +112,13 @@ def main():
             row["refine"] = [refined(nb, exact, approx, threshold) for threshold in THRESHOLDS]
         results["variants"].append(row)
         print(json.dumps(row), flush=True)
-    bf16 = copy.deepcopy(model)
-    bf16.decoder = InBf16(bf16.decoder)  # one autocast around the decoder, as bench/speed.py times it
-    timed = {"32-bit": model, "bf16 decoder": bf16, "oneDNN bf16 math mode": math_mode}
-    results["speed"] = {"rounds": args.rounds, **interleaved_seconds(nb, timed, x, args.k, args.rounds)}
+    # one autocast around the whole decoder, as bench/speed.py times it
+    timed = {"32-bit": model, "bf16 decoder": with_decoder(model, InBf16), "oneDNN bf16 math mode": math_mode}
+    budget = nb.decoder_budget(model.device)
+    for variant in timed.values():  # a warm-up call each: oneDNN prepares a variant's kernels on its first call
+        nb.iwae_log_weights(variant, x[:2], args.k, budget)
+    runs = {name: lambda v=variant: nb.iwae_log_weights(v, x, args.k, budget) for name, variant in timed.items()}
+    results["speed"] = {"rounds": args.rounds, **interleaved_throughput(runs, len(x), args.rounds, "32-bit")}
     print(json.dumps(results["speed"]))
     RESULTS.write_text(json.dumps(results, indent=1))
     print(f"Written to {RESULTS}")

@@ -158,13 +158,18 @@ class InBf16(torch.nn.Module):
             return self.module(z).float()
 
 
+def with_decoder(model, wrapper) -> torch.nn.Module:
+    """A copy of `model` whose decoder runs inside `wrapper` (InBf16, say); the model itself stays as it was."""
+    variant = copy.deepcopy(model)
+    variant.decoder = wrapper(variant.decoder)
+    return variant
+
+
 def iwae_bf16_bias(nb, model, dataset, images: int, fp32: float, k: int = 1000) -> dict:
     """The K = k bound with the decoder's layers in bf16 against `fp32`, timed_bound's 32-bit bound on the same
     images: the same z draws, since the encoder, the z and the log-density stay 32-bit. The bias of the mean bound in
     nats per image, and the bf16 run's time scaled to the whole test set (the 32-bit time is timed_bound's)."""
-    bf16 = copy.deepcopy(model)
-    bf16.decoder = InBf16(bf16.decoder)
-    bound, seconds = timed_bound(nb, bf16, dataset, images, k)
+    bound, seconds = timed_bound(nb, with_decoder(model, InBf16), dataset, images, k)
     return {"fp32": fp32, "bf16": bound, "bf16_s": seconds, "images": images, "bias": bound - fp32}
 
 

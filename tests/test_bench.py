@@ -210,9 +210,6 @@ def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, m
     assert names == ["Linear 2", "ConvTranspose2d 6"]
     assert [type(layer).__name__ for layer in variant.decoder.modules() if hasattr(layer, "module")] == ["InBf16"] * 2
     assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
-    timed = precision.interleaved_seconds(nb, {"32-bit": model, "bf16": variant}, x, 8, rounds=3)
-    assert timed["32-bit"]["speedup"] == 1 and set(timed) == {"32-bit", "bf16"}  # against itself: exactly 1
-    assert all(t["median_s"] > 0 and t["speedup"] > 0 for t in timed.values())
 
 
 @pytest.mark.skipif(getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None) is None,
