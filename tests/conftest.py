@@ -10,13 +10,13 @@ from torch.utils.data import DataLoader, TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from notebook_defs import load_notebook  # noqa: E402
+from vae_mnist.notebook import graded  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def nb():
-    """The notebook's own definitions, imported in-process."""
-    return load_notebook()
+    """The graded notebook's own definitions, imported in-process."""
+    return graded
 
 
 @pytest.fixture(scope="session")
