@@ -21,12 +21,9 @@ class DefinitionsOnly(Notebook):
 graded = DefinitionsOnly.load_file(str(NOTEBOOK), main=False, include_non_defs=False)
 
 # What the rest of the package uses of it, by name (a name the notebook loses fails here, at import).
-VAEConfig = graded.VAEConfig
-VAE, Encoder, Decoder, ElboTerms = graded.VAE, graded.Encoder, graded.Decoder, graded.ElboTerms
-check_images, nats_to_bpd = graded.check_images, graded.nats_to_bpd
-dataset_root, best_device, training_precision = graded.dataset_root, graded.best_device, graded.training_precision
-DownloadError, download, fetch_pretrained = graded.DownloadError, graded.download, graded.fetch_pretrained
-dequantize, DequantizedMNIST, load_mnist = graded.dequantize, graded.DequantizedMNIST, graded.load_mnist
-split_train_val, DeviceBatches, make_loaders = graded.split_train_val, graded.DeviceBatches, graded.make_loaders
-load_checkpoint, train_model, evaluate = graded.load_checkpoint, graded.train_model, graded.evaluate
-image_grid, show_grid = graded.image_grid, graded.show_grid
+VAEConfig, VAE, ElboTerms = graded.VAEConfig, graded.VAE, graded.ElboTerms
+Encoder, Decoder = graded.Encoder, graded.Decoder
+check_images, nats_to_bpd, dequantize = graded.check_images, graded.nats_to_bpd, graded.dequantize
+dataset_root, best_device, fetch_pretrained = graded.dataset_root, graded.best_device, graded.fetch_pretrained
+DequantizedMNIST, DeviceBatches, make_loaders = graded.DequantizedMNIST, graded.DeviceBatches, graded.make_loaders
+train_model, evaluate, image_grid, show_grid = graded.train_model, graded.evaluate, graded.image_grid, graded.show_grid
