@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13 in one call of a lent GPU machine (it has PyTorch, Lightning, torchmetrics and
-# scikit-learn, but no Jupyter and no internet), each step under its own time limit so the call always returns:
+# The GPU checks in one call of a lent GPU machine (it has PyTorch, Lightning, torchmetrics and scikit-learn, but no
+# Jupyter and no internet), each step under its own time limit so the call always returns:
 #   1. "run all" of the default settings from the shipped checkpoints (execute.py), the executed copy kept;
 #   2. bench/speed.py --device cuda (throughput, an epoch, sample(10_000), the K = 1000 bound and its bias with a
-#      bf16 decoder, "run all");
+#      bf16 decoder, "run all"), into bench/results/speed.json and docs/speed.md;
 #   3. the notebook's smoke test and the model, training and bench tests, on the GPU;
-#   4. the K = 1000 bound's time against the decoder's batch size;
+#   4. the K = 1000 bound's time against the decoder's batch size (what `decoder_budget` picks for a GPU);
 #   5. the default settings retrained from scratch on the GPU (papermill, nothing pretrained but the classifier;
-#      RETRAIN_EPOCHS=N trains N epochs instead of the notebook's MAX_EPOCHS; on an H200 the default 100 and the
-#      rest of the notebook took 375 s, 3.4 s an epoch), the trained files copied to $OUT.
-# GPU_STEPS picks some of them (default: all five, by these names), and adds the two that are not run by default:
+#      RETRAIN_EPOCHS=N trains N epochs instead of the notebook's MAX_EPOCHS), the trained files copied to $OUT.
+# GPU_STEPS picks some of them (default: all five, by these names), and adds the one not run by default:
 #   run_all speed tests sweep retrain     recipe: bench/recipe.py lr_2e-3 --epochs 150 (the shipped recipe for the
 #   tutorial's 150 epochs), in the background right after run_all, so the steps after it share the GPU (it is
-#   refused beside the timed steps, speed and sweep); graph_ab, last: 3 epochs of the default settings through
-#   train_model with the training step's CUDA graph on and off, taking turns, twice.
+#   refused beside the timed steps, speed and sweep).
 # It expects the ignored folder .gpu/, carried with the call: wheels/ (Jupyter and importnb for the machine's
 # Python 3.12, the versions of .venv) and mnist/ (the four MNIST files of $PATH_DATASETS, gzipped). Here, once:
 #   echo /.gpu/ >> .git/info/exclude; PATH_DATASETS=$PWD/data bash bench/gpu.sh --prepare
@@ -71,7 +69,7 @@ wants recipe && { step "bench/recipe.py lr_2e-3 --epochs 150, in the background 
 
 wants speed && { step "bench/speed.py --device cuda"
 timeout "$(left 200)" python3 bench/speed.py --device cuda --repeats 5 --run-all-repeats 1
-cp bench/results/speed.json "$OUT/speed.json"; }
+cp bench/results/speed.json "$OUT/speed.json"; cp docs/speed.md "$OUT/speed.md"; }
 
 wants tests && { step "tests on the GPU: the notebook's smoke run, the model, training and bench tests"
 PATH_DATASETS=$PWD/data timeout "$(left 180)" python3 -m pytest -q -p no:cacheprovider \
@@ -80,17 +78,17 @@ PATH_DATASETS=$PWD/data timeout "$(left 180)" python3 -m pytest -q -p no:cachepr
 
 wants sweep && { step "the K = 1000 bound against the decoder's batch (images per decoder call), 2,000 test images"
 timeout "$(left 40)" python3 - <<'EOF'
-import time, torch, sys
+import sys, time
 sys.path.insert(0, ".")
-from notebook_defs import load_notebook
-nb = load_notebook()
-config = nb.VAEConfig()
-model = nb.load_checkpoint(config.run_file(nb.Path("checkpoints"), ".ckpt"), config).cuda().eval()
-test = nb.load_mnist(nb.dataset_root(), train=False)
+from vae_mnist.benchmarks import shipped_model, synchronize
+from vae_mnist.likelihood import iwae_bounds
+from vae_mnist.notebook import DequantizedMNIST, dataset_root
+model = shipped_model().cuda()
+test = DequantizedMNIST(dataset_root(), train=False)
 for budget in (8192, 2048, 32768, 131072, 8192):
-    torch.cuda.synchronize(); start = time.perf_counter()
-    bound = nb.iwae_bounds(model, test, 1000, 0, images=2000, budget=budget)["bound"]["1000"]
-    torch.cuda.synchronize()
+    synchronize(model.device); start = time.perf_counter()
+    bound = iwae_bounds(model, test, 1000, 0, images=2000, budget=budget)["bound"]["1000"]
+    synchronize(model.device)
     print(f"budget {budget:>6}: {time.perf_counter() - start:6.2f} s for 2,000 images, bound {bound:.4f} nats")
 EOF
 }
@@ -103,26 +101,6 @@ PATH_CHECKPOINTS=$fresh/checkpoints PATH_FIGURES=$fresh/figures PATH_RUNS=$fresh
   ${RETRAIN_EPOCHS:+-p MAX_EPOCHS "$RETRAIN_EPOCHS"} && echo "retrain run all: $(($(date +%s) - start)) s"
 # the trained model comes back whole (checkpoint, record, measurements), else the partial run's metrics
 cp $fresh/checkpoints/vae_* "$OUT/" 2>/dev/null || find $fresh -name metrics.csv -exec cp {} "$OUT/retrain_metrics.csv" \; ; }
-
-wants graph_ab && { step "3 epochs through train_model, the CUDA graph on and off, taking turns"
-PATH_DATASETS=$PWD/data timeout "$(left 120)" python3 - <<'EOF'
-import sys, tempfile, time
-sys.path.insert(0, ".")
-from notebook_defs import load_notebook
-nb = load_notebook()
-loaders = nb.make_loaders(nb.dataset_root(), 128, 42)
-for round_ in range(2):
-    for graphs in (True, False):
-        nb.VAE.CUDA_GRAPHS = graphs
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            _, record = nb.train_model(nb.VAEConfig(max_epochs=3), loaders, nb.Path(tmp), enable_progress_bar=False)
-        history = record["history"]
-        print(f"round {round_} graphs {graphs}: wall {time.perf_counter() - start:.1f} s, "
-              f"{record['train_seconds'] / 3:.2f} s an epoch, train -ELBO {history['train_neg_elbo']}, "
-              f"val -ELBO {history['val_neg_elbo']}", flush=True)
-EOF
-}
 
 # the recipe in the background, if any (a bare wait would also wait for the tee above, which never ends)
 [ -n "${recipe_pid:-}" ] && wait "$recipe_pid"

@@ -2,19 +2,19 @@
 
     python bench/recipe.py baseline --latent 3 --epochs 20              # MNIST from $PATH_DATASETS, else data/
     python bench/recipe.py cosine --latent 3 --epochs 20 --threads 1    # two at once, a core each
-    python bench/recipe.py --table          # the table of bench/results/recipe/, printed and put in the README
+    python bench/recipe.py --table          # the table of bench/results/recipe/, printed and put in docs/recipe.md
 
 Every candidate trains the notebook's own VAE on the notebook's own batches (`DeviceBatches`) with the tutorial's
 process (Adam, learning rate 1e-3, StepLR(1 epoch, 0.99), batches of 128, seed 42 unless --seed) and one change. The
-loop is the same arithmetic as the notebook's Lightning loop in 32-bit (on a CPU that computes bf16 the notebook
-trains in bf16 mixed precision instead), written out so that one run can measure what Lightning's loop
-does not log: after every epoch the validation -ELBO of the trained weights *and* of their exponential moving
-average (the notebook's `ema_with_warmup(0.999)`, the average its Lightning `WeightAveraging` keeps), the -ELBO of
-10,000 training images measured like the validation set (so the train/validation gap without the average over a changing
-epoch); every few epochs the notebook's sample quality, Fréchet distances and endpoint fidelity of both, and the KL
-term of the average's training codes split into I(x; z) + KL(q(z) || N(0, I)). Results go to
-bench/results/recipe/<candidate>_z<latent>[_seed<seed>][_<tag>].json (--tag keeps an earlier run of the same
-candidate; --seed changes the initial weights, batches and noise, not the tutorial's split).
+loop is the same arithmetic as the notebook's Lightning loop (32-bit), written out so that one run can measure what
+Lightning's loop does not log: after every epoch the validation -ELBO of the trained weights *and* of their
+exponential moving average (the notebook's `ema_with_warmup(0.999)`, the average its Lightning `WeightAveraging`
+keeps), the -ELBO of 10,000 training images measured like the validation set (so the train/validation gap without the
+average over a changing epoch); every few epochs the sample quality, Fréchet distances and endpoint fidelity of both
+(`vae_mnist.judge`), and the KL term of the average's training codes split into I(x; z) + KL(q(z) || N(0, I))
+(`vae_mnist.latent`). Results go to bench/results/recipe/<candidate>_z<latent>[_seed<seed>][_<tag>].json (--tag keeps
+an earlier run of the same candidate; --seed changes the initial weights, batches and noise, not the tutorial's
+split); --table puts their table into docs/recipe.md between the recipe markers.
 """
 
 import argparse
@@ -28,11 +28,14 @@ from types import SimpleNamespace
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from notebook_defs import load_notebook  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, for `python bench/recipe.py`
+from vae_mnist import benchmarks  # noqa: E402
+from vae_mnist.judge import endpoint_fidelity, load_classifier, sample_quality  # noqa: E402
+from vae_mnist.latent import aggregate_posterior  # noqa: E402
+from vae_mnist.notebook import VAE, DeviceBatches, best_device, dataset_root, graded, make_loaders  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "recipe"
+RESULTS = benchmarks.RESULTS / "recipe"
+DOC = benchmarks.DOCS / "recipe.md"
 SEED = 42  # tutorial 12's: always the split's, and the training's unless --seed gives another
 CANDIDATES = {  # the change each candidate makes to the tutorial's process
     "baseline": {},
@@ -94,38 +97,41 @@ def mean_neg_elbo(model, loader, seed: int = 0) -> float:
     return total / count
 
 
-def quality(nb, model, classifier, test_set, seed: int = 0) -> dict:
-    q = nb.sample_quality(model, classifier, test_set, seed)
+def quality(model, classifier, test_set, seed: int = 0) -> dict:
+    q = sample_quality(model, classifier, test_set, seed)
     return {"samples_recognised": q["samples"]["recognised"], "samples_frechet": q["samples"]["frechet"],
             "reconstructions_frechet": q["reconstructions"]["frechet"], "digit_share": q["samples"]["digit_share"],
-            "endpoint_fidelity": nb.endpoint_fidelity(model, classifier, test_set, seed)}
+            "endpoint_fidelity": endpoint_fidelity(model, classifier, test_set, seed)}
+
+
+def first_images(batches: DeviceBatches, n: int, batch_size: int = 500) -> DeviceBatches:
+    """The first `n` images of `batches` in order, to measure the training images' -ELBO as the validation set's
+    (fixed weights, no shuffling), not as the running average over an epoch whose weights change."""
+    return DeviceBatches(SimpleNamespace(images=batches.images[:n], labels=batches.labels[:n]), batch_size)
 
 
 def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = SEED, tag: str = "") -> dict:
-    nb = load_notebook()
     change = {"lr": 1e-3, "schedule": "step", "clip": 0.0, "batch_size": 128, "weight_decay": 0.0, "random_bias": False,
               **CANDIDATES[name]}
-    data = nb.dataset_root()
-    loaders = nb.make_loaders(data, change["batch_size"], SEED)  # the tutorial's split, whatever the training's seed
+    data = dataset_root()
+    loaders = make_loaders(data, change["batch_size"], SEED)  # the tutorial's split, whatever the training's seed
     train = loaders["train"]
-    train_eval = nb.DeviceBatches(nb.DequantizedMNIST(SimpleNamespace(data=train.images[:10_000, 0],
-                                                                      targets=train.labels[:10_000])), 500)
-    classifier = nb.load_classifier(REPO / "checkpoints" / "mnist_classifier.pt", data)
+    train_eval = first_images(train, 10_000)
+    classifier = load_classifier(benchmarks.CHECKPOINTS / "mnist_classifier.pt", data)
     torch.manual_seed(seed)
-    device = nb.best_device()  # where DeviceBatches put the batches
+    device = best_device()  # where DeviceBatches put the batches
     layers = {key: change[key] for key in ("channels", "hidden") if key in change}
-    model = nb.VAE(latent_dim=latent, **layers).to(device)
+    model = VAE(latent_dim=latent, **layers).to(device)
     if change["random_bias"]:
         redraw_mean_bias(model.decoder, seed)
     optimizer = make_optimizer(model.parameters(), change)
     schedule = learning_rate_schedule(optimizer, change["schedule"], epochs)
-    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=nb.ema_with_warmup(0.999))
+    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=graded.ema_with_warmup(0.999))
     log = {"candidate": name, "change": change, "latent_dim": latent, "seed": seed, "epochs": [],
-           # the decoder's starting bias of the means: the logit of the mean pixel since 2026-11-26 (none recorded
-           # before: PyTorch's random draw)
+           # the decoder's starting bias of the means (the logit of the mean pixel, or the control's random draw):
+           # the start the candidates are compared from
            "mean_bias_start": model.decoder.deconvs[-1].bias[0].item(),
-           "machine": f"{nb.describe_device(device)}, {torch.get_num_threads()} torch threads, "
-                      f"{torch.backends.cpu.get_cpu_capability()} kernels, torch {torch.__version__}"}
+           "machine": f"{benchmarks.describe(device)}, {torch.backends.cpu.get_cpu_capability()} kernels"}
     out = result_path(name, latent, seed, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
@@ -145,16 +151,16 @@ def run(name: str, latent: int, epochs: int, quality_every: int, seed: int = SEE
         row = {"epoch": epoch, "seconds": time.perf_counter() - start,
                "train_running": sum(losses) / len(losses), "grad_norm_median": sorted(norms)[len(norms) // 2]}
         # The measurements seed themselves; without the fork every epoch would start from the same random state and
-        # train on the same batches with the same noise (as the rows measured before 2026-11-26 did, README).
+        # train on the same batches with the same noise.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             row["val"] = mean_neg_elbo(model, loaders["val"])
             row["val_ema"] = mean_neg_elbo(average.module, loaders["val"])
             if epoch % quality_every == 0 or epoch == epochs:
                 row["train_measured"] = mean_neg_elbo(model, train_eval)
-                row["quality"] = quality(nb, model, classifier, loaders["test"].dataset)
-                row["quality_ema"] = quality(nb, average.module, classifier, loaders["test"].dataset)
+                row["quality"] = quality(model, classifier, loaders["test"].dataset)
+                row["quality_ema"] = quality(average.module, classifier, loaders["test"].dataset)
                 # the KL term of the training codes split into I(x; z) + KL(q(z) || N(0, I)); seed 0 like the rest
-                row["codes_ema"] = nb.aggregate_posterior(average.module, loaders, 0)
+                row["codes_ema"] = aggregate_posterior(average.module, loaders, 0)
         log["epochs"].append(row)
         out.write_text(json.dumps(log, indent=1))
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("quality")}), flush=True)
@@ -197,7 +203,7 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main():
+def main(argv: list | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidate", nargs="?", choices=list(CANDIDATES))
     parser.add_argument("--latent", type=int, default=3)
@@ -209,14 +215,12 @@ def main():
     parser.add_argument("--tag", default="", help="appended to the result's file name after an underscore, to keep "
                         "an earlier run of the candidate (letters, digits, - and _)")
     parser.add_argument("--table", action="store_true", help="print the table of all results so far")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.tag and not (all(c.isalnum() or c in "-_" for c in args.tag) and args.tag.strip("-_")):
         parser.error(f"--tag takes letters, digits, - and _ only, with at least one letter or digit; got {args.tag!r}")
     if args.table:
-        from speed import write_into_readme  # the sibling bench's
-
         text = table()
-        write_into_readme(text, "recipe")
+        benchmarks.write_between_markers(DOC, text, "recipe")
         print(text)
         return
     if args.threads:

@@ -1,66 +1,116 @@
-"""The benchmarks' own code, run on the CPU at toy sizes: the GPU mode is the same code with the device as a
-parameter. Nothing here is timed; the benches write their figures down."""
+"""The benches' own code, run on the CPU at toy sizes: the GPU mode is the same code with the device as a parameter.
+Nothing here is timed; the benches write their figures down."""
 
+import copy
 import datetime
-import importlib.util
 import itertools
 import json
+import sys
 
 import pytest
 import torch
 from conftest import REPO, tiny
 
+from vae_mnist import benchmarks
+from vae_mnist.likelihood import iwae_bounds
+from vae_mnist.notebook import VAE, DequantizedMNIST, DeviceBatches, dataset_root, dequantize, make_loaders
 
-def bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def speed():
-    return bench_module("speed")
+sys.path.insert(0, str(REPO))  # the bench scripts, as a package of the repository
+from bench import bound_precision, recipe, speed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def recipe():
-    return bench_module("recipe")
+def mnist_loaders():
+    """The notebook's loaders of real MNIST, in batches of 16 so that a training step costs little."""
+    return make_loaders(dataset_root(), 16, 42)
 
 
-@pytest.fixture(scope="module")
-def precision():
-    return bench_module("bound_precision")
+def small_vae() -> VAE:
+    torch.manual_seed(0)
+    return VAE(channels=(4, 8), hidden=16).eval()
 
 
-@pytest.fixture(scope="module")
-def mnist_loaders(nb, mnist_root):
-    return nb.make_loaders(mnist_root, 128, 42)
+def test_the_timing_loop_gives_each_ratio_per_repeat(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(benchmarks.time, "perf_counter", lambda: now[0])
+    durations = {"slow": iter([2.0, 4.0, 2.0]), "fast": iter([1.0, 1.0, 0.5])}
+
+    def runner(name):
+        return lambda: now.__setitem__(0, now[0] + next(durations[name]))
+
+    rows = benchmarks.interleaved_throughput({"slow": runner("slow"), "fast": runner("fast")}, 100, 3, "slow")
+    assert rows["slow"]["ratio"] == 1 and rows["slow"]["images_per_s"] == pytest.approx(100 / 2.0)
+    assert rows["fast"]["ratio"] == pytest.approx(4.0) and rows["fast"]["ratio_range"] == [2.0, 4.0]
+    durations = iter([3.0, 1.0, 2.0])
+    assert benchmarks.median_time(lambda: now.__setitem__(0, now[0] + next(durations)), 3, torch.device("cpu")) == 2.0
 
 
-def test_training_steps_train_the_graded_model_on_the_given_device(nb, speed, mnist_loaders):
+def test_a_table_goes_between_its_markers_and_nowhere_else(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nprose\n<!-- speed:start -->\nold\n<!-- speed:end -->\nafter\n")
+    assert benchmarks.write_between_markers(doc, "| new |", "speed")
+    assert doc.read_text() == "# Title\n\nprose\n<!-- speed:start -->\n| new |\n<!-- speed:end -->\nafter\n"
+    before = doc.read_text()
+    assert not benchmarks.write_between_markers(doc, "| other |", "recipe")  # no such markers: nothing written
+    assert doc.read_text() == before
+
+
+def test_each_bench_writes_into_the_doc_that_holds_its_markers():
+    for doc, marker in ((speed.DOC, "speed"), (recipe.DOC, "recipe")):
+        assert doc.parent == REPO / "docs"
+        text = doc.read_text()
+        assert text.count(f"<!-- {marker}:start -->") == 1 and text.count(f"<!-- {marker}:end -->") == 1, doc
+
+
+def test_the_shipped_model_is_loaded_with_the_graded_settings_and_never_trained(tmp_path):
+    model = benchmarks.shipped_model()
+    assert not model.training and model.hparams.latent_dim == 3
+    with pytest.raises(FileNotFoundError, match="No shipped checkpoint"):
+        benchmarks.shipped_model(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_machine_is_named_with_what_its_figures_depend_on():
+    name = benchmarks.describe(torch.device("cpu"))
+    assert "CPU" in name and f"{torch.get_num_threads()} torch threads" in name and torch.__version__ in name
+
+
+def test_training_steps_train_the_graded_model_on_the_given_device(mnist_loaders):
     cpu = torch.device("cpu")
-    run = speed.training_steps(nb, mnist_loaders["train"], cpu, precision="32-true")
-    run(2 * 128)  # two steps of the notebook's batches, on the device given
-    assert speed.epoch_seconds(nb, mnist_loaders, cpu, "32-true", batches=2) > 0
+    run = speed.training_steps(mnist_loaders["train"], cpu)
+    run(2 * 16)  # two steps of the notebook's batches, on the device given
+    assert speed.epoch_seconds(mnist_loaders, cpu, batches=2) > 0
 
 
-def test_the_timed_bound_scales_a_partial_timing_to_the_whole_test_set(nb, speed, mnist_loaders, monkeypatch):
+def test_the_tutorial_rows_train_an_nchw_model_and_the_notebooks_a_channels_last_one():
+    weight = {fmt: speed.graded_model(torch.device("cpu"), fmt).encoder.convs[2].weight
+              for fmt in (torch.contiguous_format, torch.channels_last)}
+    assert weight[torch.contiguous_format].is_contiguous()
+    assert weight[torch.channels_last].is_contiguous(memory_format=torch.channels_last)
+    assert not weight[torch.channels_last].is_contiguous()
+
+
+def test_the_throughput_rows_are_the_notebooks_32_bit_pipeline_and_its_variants(mnist_loaders):
+    rows = speed.training_setups(mnist_loaders, torch.device("cpu"))
+    assert list(rows)[0] == speed.BASELINE and "notebook (32-bit)" in rows
+    assert not [name for name in rows if "bf16" in name or "CUDA" in name]
+
+
+def test_the_timed_bound_scales_a_partial_timing_to_the_whole_test_set(mnist_loaders, monkeypatch):
     clock = itertools.count(step=0.5)  # every reading of the clock half a second after the last
     monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
-    model = nb.VAE(channels=(4, 8), hidden=16).eval()
-    bound, seconds = speed.timed_bound(nb, model, mnist_loaders["test"].dataset, images=2, k=10)
+    model = small_vae()
+    bound, seconds = speed.timed_bound(model, mnist_loaders["test"].dataset, images=2, k=10)
     assert seconds == pytest.approx(0.5 * 5000)
-    assert bound == nb.iwae_bounds(model, mnist_loaders["test"].dataset, 10, 0, images=2)["bound"]["10"]
+    assert bound == iwae_bounds(model, mnist_loaders["test"].dataset, 10, 0, images=2)["bound"]["10"]
 
 
-def test_the_bf16_bound_differs_only_by_the_decoders_rounding(nb, speed, mnist_loaders):
-    torch.manual_seed(0)
-    model = nb.VAE(channels=(4, 8), hidden=16).eval()
+def test_the_bf16_bound_differs_only_by_the_decoders_rounding(mnist_loaders):
+    model = small_vae()
     test_set = mnist_loaders["test"].dataset
 
     def bias():
-        return speed.iwae_bf16_bias(nb, model, test_set, 4, speed.timed_bound(nb, model, test_set, 4, 10)[0], 10)
+        return speed.iwae_bf16_bias(model, test_set, 4, speed.timed_bound(model, test_set, 4, 10)[0], 10)
 
     rounded = bias()
     assert rounded["bias"] == pytest.approx(rounded["bf16"] - rounded["fp32"]) and rounded["bias"] != 0
@@ -72,33 +122,20 @@ def test_the_bf16_bound_differs_only_by_the_decoders_rounding(nb, speed, mnist_l
 
 
 @pytest.mark.parametrize("recognised, passes", [(0.79, False), (0.80, True)])
-def test_a_students_retrain_is_stopped_by_the_time_budget_then_judged(nb, speed, loaders, monkeypatch, recognised,
-                                                                       passes):
+def test_a_students_retrain_is_stopped_by_the_time_budget_then_judged(nb, loaders, monkeypatch, recognised, passes):
     def train_model(config, loaders, folder, **trainer_kwargs):  # what Lightning's max_time would leave: 9 epochs
-        assert trainer_kwargs["max_time"] == datetime.timedelta(seconds=speed.BUDGET_S)
-        return nb.VAE(channels=(4, 8), hidden=16), {"history": {"epoch": list(range(9))}, "train_seconds": 180.0}
+        assert trainer_kwargs == {"enable_progress_bar": False,
+                                  "max_time": datetime.timedelta(seconds=speed.BUDGET_S)}  # 32-bit, as the notebook
+        return VAE(channels=(4, 8), hidden=16), {"history": {"epoch": list(range(9))}, "train_seconds": 180.0}
 
-    monkeypatch.setattr(nb, "train_model", train_model)
-    monkeypatch.setattr(nb, "evaluate", lambda *_: {"val": {"neg_elbo": 41.2}, "test": {"neg_elbo": 40.0}})
-    monkeypatch.setattr(nb, "sample_quality", lambda *_: {"samples": {"recognised": recognised}})
-    result = speed.time_to_bar(nb, loaders, tiny(nb, max_epochs=100), "32-true", classifier=None)
+    monkeypatch.setattr(speed, "train_model", train_model)
+    monkeypatch.setattr(speed, "evaluate", lambda *_: {"val": {"neg_elbo": 41.2}, "test": {"neg_elbo": 40.0}})
+    monkeypatch.setattr(speed, "sample_quality", lambda *_: {"samples": {"recognised": recognised}})
+    result = speed.time_to_bar(loaders, tiny(nb, max_epochs=100), classifier=None)
     assert result["epochs"] == 9 and result["cut_short"] and result["passes"] is passes
 
 
-def test_interleaved_throughput_gives_each_ratio_per_repeat(speed, monkeypatch):
-    now = [0.0]
-    monkeypatch.setattr(speed.time, "perf_counter", lambda: now[0])
-    durations = {"slow": iter([2.0, 4.0, 2.0]), "fast": iter([1.0, 1.0, 0.5])}
-
-    def runner(name):
-        return lambda: now.__setitem__(0, now[0] + next(durations[name]))
-
-    rows = speed.interleaved_throughput({"slow": runner("slow"), "fast": runner("fast")}, 100, 3, "slow")
-    assert rows["slow"]["ratio"] == 1 and rows["slow"]["images_per_s"] == pytest.approx(100 / 2.0)
-    assert rows["fast"]["ratio"] == pytest.approx(4.0) and rows["fast"]["ratio_range"] == [2.0, 4.0]
-
-
-def test_the_table_says_when_the_gpu_is_not_measured(speed):
+def test_the_table_says_when_the_gpu_is_not_measured():
     cpu = {"machine": "x86_64 CPU", "date": "2026-11-25", "repeats": 5, "epoch_s": 45.0, "sample_10000_s": 1.5,
            "iwae_k1000_test_s": 1800.0, "iwae_images_timed": 256, "run_all_s": 60.0,
            "training": {"tutorial-style data, NCHW model": {"images_per_s": 800, "ratio": 1, "ratio_range": [1, 1]}}}
@@ -113,13 +150,33 @@ def test_the_table_says_when_the_gpu_is_not_measured(speed):
         {"cpu": {**cpu, "iwae_bf16": {**bias, "bf16": 39.99, "bias": -0.01}}})
 
 
-def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope(recipe):
+def test_the_committed_speed_record_still_makes_its_table():
+    stored = json.loads(speed.RECORD.read_text())
+    table = speed.markdown(stored)
+    assert table.count("| training, tutorial-style data, NCHW model |") == len(stored)
+
+
+@pytest.mark.slow
+def test_the_speed_bench_measures_every_row_at_toy_sizes(monkeypatch):
+    """The whole measurement of one device, at toy sizes: the rows' setups, the shipped model, the bounds. The full
+    epoch, "run all" (papermill) and torch.compile (a C++ toolchain) are left out: each is timed alone elsewhere."""
+    monkeypatch.setattr(speed, "epoch_seconds", lambda loaders, device: 1.0)
+    monkeypatch.setattr(speed, "run_all_seconds", lambda repeats: 2.0)
+    monkeypatch.setattr(speed.torch, "compile", lambda function: function)
+    monkeypatch.setattr(speed, "native_bf16", lambda device: True)
+    results = speed.measure(torch.device("cpu"), repeats=1, steps=1, iwae_images=2, bar=False, run_all_repeats=1)
+    assert list(results["training"]) == list(speed.training_setups({"train": None}, torch.device("cpu")))
+    assert results["epoch_s"] == 1.0 and results["sample_10000_s"] > 0 and results["iwae_bf16"]["images"] == 2
+    assert "| training, notebook (32-bit) |" in speed.markdown({"cpu": results})
+
+
+def test_recipe_jumps_measure_distance_from_the_trend_not_its_slope():
     assert recipe.median_jump([100.0 - 7 * i for i in range(15)]) == "0.0"  # steep but smooth
     assert recipe.median_jump([50.0, 54.0] * 7) == "4.0"  # each epoch 4 nats off its neighbours' mean
     assert recipe.median_jump([80.0, 60.0]) == "–"  # too short to say
 
 
-def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epoch(recipe, tmp_path, monkeypatch):
+def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epoch(tmp_path, monkeypatch):
     quality = {"samples_recognised": 0.875, "endpoint_fidelity": 0.9, "samples_frechet": 120.4,
                "reconstructions_frechet": 80.6}
     earlier = {**quality, "samples_recognised": 0.5}
@@ -139,22 +196,25 @@ def test_recipe_table_keeps_a_tagged_run_apart_and_reports_its_last_measured_epo
     # quality from epoch 2, train - val = 20 - 30
     assert rows[1].split(" | ")[1:] == ["3", "3", "30.0 (2)", "33.0 (3)", "17.5 / 1.5", "2", "-10.0", "87.5%", "90.0%",
                                         "120 / 81 |"]
+    doc = tmp_path / "recipe.md"
+    doc.write_text("prose\n<!-- recipe:start -->\nold\n<!-- recipe:end -->\n")
+    monkeypatch.setattr(recipe, "DOC", doc)
+    recipe.main(["--table"])
+    assert doc.read_text() == f"prose\n<!-- recipe:start -->\n{recipe.table()}\n<!-- recipe:end -->\n"
 
 
 @pytest.mark.parametrize("tag", ["../x", "___"])  # leaves the results folder; a row the table cannot label
-def test_recipe_refuses_a_tag_that_would_leave_its_results_folder_or_name_nothing(recipe, monkeypatch, capsys, tag):
-    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3", "--tag", tag])
+def test_recipe_refuses_a_tag_that_would_leave_its_results_folder_or_name_nothing(capsys, tag):
     with pytest.raises(SystemExit):
-        recipe.main()
+        recipe.main(["lr_2e-3", "--tag", tag])
     assert f"--tag takes letters, digits, - and _ only, with at least one letter or digit; got {tag!r}" in (
         capsys.readouterr().err)
 
 
-def test_recipe_keeps_another_seed_or_a_tag_apart_from_the_seed_42_run(recipe, monkeypatch):
+def test_recipe_keeps_another_seed_or_a_tag_apart_from_the_seed_42_run(monkeypatch):
     ran = []
     monkeypatch.setattr(recipe, "run", lambda *args: ran.append(args))
-    monkeypatch.setattr("sys.argv", ["recipe.py", "lr_2e-3_wd_0.1", "--seed", "43", "--tag", "_cpu30"])
-    recipe.main()
+    recipe.main(["lr_2e-3_wd_0.1", "--seed", "43", "--tag", "_cpu30"])
     assert ran == [("lr_2e-3_wd_0.1", 3, 30, 5, 43, "_cpu30")]
     names = [recipe.result_path("lr_2e-3", 3, seed, tag).name for seed, tag in ((42, ""), (43, ""), (42, "_cpu30"),
                                                                                   (43, "x"))]
@@ -162,7 +222,7 @@ def test_recipe_keeps_another_seed_or_a_tag_apart_from_the_seed_42_run(recipe, m
     assert all(path.parent == recipe.RESULTS for path in map(recipe.result_path, ["a"], [3], [42], ["b"]))
 
 
-def test_recipe_decays_the_weights_only_for_the_candidates_that_ask(recipe):
+def test_recipe_decays_the_weights_only_for_the_candidates_that_ask():
     weights = [torch.nn.Parameter(torch.ones(2))]
     for name, kind, decay in (("lr_2e-3", torch.optim.Adam, 0.0), ("lr_2e-3_wd_0.1", torch.optim.AdamW, 0.1)):
         change = {"lr": 1e-3, "weight_decay": 0.0, **recipe.CANDIDATES[name]}
@@ -174,17 +234,17 @@ def test_recipe_decays_the_weights_only_for_the_candidates_that_ask(recipe):
     assert weights[0].detach().tolist() == pytest.approx([1 - 2e-3 * 0.1] * 2)
 
 
-def test_recipe_control_redraws_only_the_means_bias_the_way_pytorch_draws_it(nb, recipe):
+def test_recipe_control_redraws_only_the_means_bias_the_way_pytorch_draws_it():
     def model(redraw: bool, seed: int = 44):
         torch.manual_seed(seed)
-        vae = nb.VAE()
+        vae = VAE()
         if redraw:
             recipe.redraw_mean_bias(vae.decoder, seed)
         return vae
 
     start = model(False)
     torch.manual_seed(44)
-    decoder = nb.VAE().decoder
+    decoder = VAE().decoder
     state = torch.get_rng_state()
     recipe.redraw_mean_bias(decoder, 44)
     assert torch.equal(torch.get_rng_state(), state)  # its own generator: the training's random numbers stay
@@ -199,22 +259,50 @@ def test_recipe_control_redraws_only_the_means_bias_the_way_pytorch_draws_it(nb,
     assert recipe.CANDIDATES["lr_2e-3_random_bias"] == {**recipe.CANDIDATES["lr_2e-3"], "random_bias": True}
 
 
-def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(nb, precision, mnist_loaders):
+def test_recipe_measures_the_first_training_images_in_order(mnist_loaders):
+    train = mnist_loaders["train"]
+    measured = recipe.first_images(train, 1000)
+    assert len(measured) == 2 and measured.batch_size == 500 and not measured.shuffle
     torch.manual_seed(0)
-    model = nb.VAE(channels=(4, 8), hidden=16).eval()
-    x = nb.dequantize(mnist_loaders["test"].dataset.images[:2])
-    exact = precision.log_weights(nb, model, x, 8)
+    x, y = next(iter(measured))
+    torch.manual_seed(0)
+    assert torch.equal(x, dequantize(train.images[:500])) and torch.equal(y, train.labels[:500])
+
+
+@pytest.mark.slow
+def test_recipe_runs_a_candidate_and_records_every_measurement(monkeypatch, tmp_path):
+    """One epoch of a candidate on a few real digits, with every measurement the recipe records."""
+    digits = DequantizedMNIST(dataset_root(), train=False)
+    test_set = copy.copy(digits)  # 1,000 of them judge the samples and the reconstructions
+    test_set.images, test_set.labels = digits.images[-1000:], digits.labels[-1000:]
+    subset = torch.utils.data.Subset
+    monkeypatch.setattr(recipe, "make_loaders", lambda root, batch_size, seed: {
+        "train": DeviceBatches(subset(digits, range(512)), batch_size, shuffle=True, drop_last=True),
+        "val": DeviceBatches(subset(digits, range(512, 768)), batch_size), "test": DeviceBatches(test_set, 500)})
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
+    log = recipe.run("lr_2e-3_random_bias", latent=2, epochs=1, quality_every=1, seed=44, tag="toy")
+    row = log["epochs"][0]
+    assert {"val", "val_ema", "train_measured", "quality", "quality_ema", "codes_ema"} <= set(row)
+    assert 0 <= row["quality_ema"]["samples_recognised"] <= 1 and row["codes_ema"]["kl"] > 0
+    assert json.loads((tmp_path / "lr_2e-3_random_bias_z2_seed44_toy.json").read_text()) == json.loads(
+        json.dumps(log))
+
+
+def test_bound_precision_puts_exactly_the_chosen_layers_in_bf16(mnist_loaders):
+    model = small_vae()
+    x = dequantize(mnist_loaders["test"].dataset.images[:2])
+    exact = bound_precision.log_weights(model, x, 8)
     assert exact.shape == (8, 2)
-    assert torch.equal(precision.log_weights(nb, precision.in_bf16(model, [])[0], x, 8), exact)  # same z draws
-    variant, names = precision.in_bf16(model, [1, 5])
+    assert torch.equal(bound_precision.log_weights(bound_precision.in_bf16(model, [])[0], x, 8), exact)  # same z
+    variant, names = bound_precision.in_bf16(model, [1, 5])
     assert names == ["Linear 2", "ConvTranspose2d 6"]
     assert [type(layer).__name__ for layer in variant.decoder.modules() if hasattr(layer, "module")] == ["InBf16"] * 2
-    assert not torch.equal(precision.log_weights(nb, variant, x, 8), exact)
+    assert not torch.equal(bound_precision.log_weights(variant, x, 8), exact)
 
 
 @pytest.mark.skipif(getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None) is None,
                     reason="this torch has no oneDNN math modes (torch.backends.mkldnn.conv.fp32_precision)")
-def test_bf16_math_mode_holds_only_inside_the_wrapped_module(precision):
+def test_bf16_math_mode_holds_only_inside_the_wrapped_module():
     mkldnn = torch.backends.mkldnn
     before = mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision
     seen = []
@@ -226,22 +314,33 @@ def test_bf16_math_mode_holds_only_inside_the_wrapped_module(precision):
                 raise ValueError("a failing layer")
             return 2 * z
 
-    assert torch.equal(precision.Bf16Math(Probe())(torch.ones(3)), torch.full((3,), 2.0))
+    assert torch.equal(bound_precision.Bf16Math(Probe())(torch.ones(3)), torch.full((3,), 2.0))
     with pytest.raises(ValueError, match="failing"):
-        precision.Bf16Math(Probe())(-torch.ones(3))
+        bound_precision.Bf16Math(Probe())(-torch.ones(3))
     assert seen == [("bf16", "bf16")] * 2
     assert (mkldnn.conv.fp32_precision, mkldnn.matmul.fp32_precision) == before  # restored, after an error too
 
 
-def test_the_refinement_takes_the_exact_log_weights_near_each_images_largest_screened_one(nb, precision):
+def test_the_refinement_takes_the_exact_log_weights_near_each_images_largest_screened_one():
     exact = torch.tensor([[0.0, -50.0], [-4.0, -1.0], [-7.0, -8.0]], dtype=torch.float64)  # (k = 3, 2 images)
     screen = exact + torch.tensor([[2.0, 0.0], [3.0, 3.0], [5.0, 4.0]], dtype=torch.float64)
     # chosen by the screen, within 4 nats of its largest: all three of image 1 (the exact -7 lies 7 below the exact
     # largest, but its screened -2 only 4 below 2), only the second of image 2, whose screened -4 (6 below 2) stays
-    near = precision.refined(nb, exact, screen, 4)
+    near = bound_precision.refined(exact, screen, 4)
     assert near["share"] == pytest.approx(4 / 6)
     mixed = torch.tensor([[0.0, -50.0], [-4.0, -1.0], [-7.0, -4.0]], dtype=torch.float64)
     by_hand = (torch.logsumexp(mixed, 0) - torch.logsumexp(exact, 0)).mean().item()
     assert near["bias"] == pytest.approx(by_hand) and near["bias"] > 0
-    everything = precision.refined(nb, exact, screen, 100)
+    everything = bound_precision.refined(exact, screen, 100)
     assert everything["share"] == 1 and everything["bias"] == 0
+
+
+@pytest.mark.slow
+def test_bound_precision_measures_every_variant_at_toy_sizes(monkeypatch, tmp_path):
+    monkeypatch.setattr(bound_precision, "RECORD", tmp_path / "bound_precision.json")
+    bound_precision.main(["--images", "2", "--k", "4", "--rounds", "1"])
+    results = json.loads((tmp_path / "bound_precision.json").read_text())
+    variants = results["variants"]
+    assert len(variants) == len(bound_precision.weighted_layers(benchmarks.shipped_model().decoder)) + 2
+    assert [v["onednn_bf16_math"] for v in variants].count(True) == 1 and "refine" in variants[-2]
+    assert set(results["speed"]) == {"rounds", "32-bit", "bf16 decoder", "oneDNN bf16 math mode"}
