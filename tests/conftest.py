@@ -23,8 +23,8 @@ def nb():
 def mnist_root(nb) -> Path:
     """The notebook's dataset folder ($PATH_DATASETS, else data/), with MNIST downloaded there if it is missing."""
     root = nb.dataset_root()
-    nb.load_mnist(root, train=True)
-    nb.load_mnist(root, train=False)
+    nb.DequantizedMNIST(root, train=True)
+    nb.DequantizedMNIST(root, train=False)
     return root.resolve()
 
 

@@ -1,7 +1,5 @@
 """Dequantization, the MNIST dataset, the tutorial's split and the offline error."""
 
-import types
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -29,26 +27,26 @@ def test_noise_next_to_one_stays_in_its_bin(nb, monkeypatch):
     assert torch.equal(torch.floor(x * 256).to(torch.uint8), pixels)
 
 
-def test_every_read_draws_fresh_noise(nb):
-    fake = types.SimpleNamespace(data=torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8),
-                                 targets=torch.tensor([4, 1, 9]))
-    dataset = nb.DequantizedMNIST(fake)
+def test_dequantize_refuses_what_is_not_uint8_pixels(nb):
+    for bad in (torch.rand(2, 1, 28, 28), torch.randint(0, 256, (2, 1, 28, 28)), [[0, 255]]):
+        with pytest.raises(ValueError, match="dequantize\\(\\) takes uint8 pixels 0..255"):
+            nb.dequantize(bad)
+
+
+def test_every_read_draws_fresh_noise(nb, mnist_root):
+    dataset = nb.DequantizedMNIST(mnist_root, train=False)
     (first, label), (second, _) = dataset[2], dataset[2]
-    assert first.shape == (1, 28, 28) and label == 9
+    assert first.shape == (1, 28, 28) and label == 1  # the third MNIST test image is a 1
     assert not torch.equal(first, second)
     assert torch.equal(torch.floor(first * 256), torch.floor(second * 256))
 
 
-def test_split_is_the_tutorials(nb):
+def test_real_mnist_loaders_split_as_the_tutorial(nb, mnist_root):
+    loaders = nb.make_loaders(mnist_root, 128, 42)
     pl.seed_everything(42)
     tutorial_train, tutorial_val = random_split(range(60_000), [50_000, 10_000])
-    train, val = nb.split_train_val(range(60_000), 42)
-    assert list(train.indices) == list(tutorial_train.indices)
-    assert list(val.indices) == list(tutorial_val.indices)
-
-
-def test_real_mnist_loaders(nb, mnist_root):
-    loaders = nb.make_loaders(mnist_root, 128, 42)
+    assert list(loaders["train"].dataset.indices) == list(tutorial_train.indices)
+    assert list(loaders["val"].dataset.indices) == list(tutorial_val.indices)
     assert [len(loaders[s].dataset) for s in ("train", "val", "test")] == [50_000, 10_000, 10_000]
     assert loaders["train"].drop_last and len(loaders["train"]) == 50_000 // 128
     x, y = next(iter(loaders["test"]))
@@ -57,7 +55,7 @@ def test_real_mnist_loaders(nb, mnist_root):
 
 
 def test_the_decoders_starting_mean_is_mnists_mean_pixel(nb, mnist_root):
-    images = nb.load_mnist(mnist_root, train=True).images
+    images = nb.DequantizedMNIST(mnist_root, train=True).images
     dequantized_mean = (images.sum(dtype=torch.int64).item() / images.numel() + 0.5) / 256  # E[(x + U[0, 1)) / 256]
     assert nb.Decoder.MEAN_PIXEL == pytest.approx(dequantized_mean, abs=5e-4)
 
@@ -65,17 +63,29 @@ def test_the_decoders_starting_mean_is_mnists_mean_pixel(nb, mnist_root):
 def test_missing_mnist_offline_names_the_variable(nb, tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens there
     with pytest.raises(RuntimeError, match="PATH_DATASETS") as error:
-        nb.load_mnist(tmp_path, train=False)
-    assert "MNIST/raw" in str(error.value) and "t10k-images-idx3-ubyte" in str(error.value)
+        nb.DequantizedMNIST(tmp_path / "data", train=False)
+    assert "data/MNIST/raw" in str(error.value)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+class Numbered(torch.utils.data.Dataset):
+    """300 random images whose labels are their indices, held as DequantizedMNIST holds MNIST."""
+
+    def __init__(self, dequantize):
+        torch.manual_seed(0)
+        self.images, self.labels, self.dequantize = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8), \
+            torch.arange(300), dequantize
+
+    def __len__(self):
+        return 300
+
+    def __getitem__(self, index):
+        return self.dequantize(self.images[index]), int(self.labels[index])
 
 
 @pytest.fixture
 def numbered(nb):
-    """300 random images whose labels are their indices, as a DequantizedMNIST."""
-    torch.manual_seed(0)
-    return nb.DequantizedMNIST(types.SimpleNamespace(data=torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8),
-                                                     targets=torch.arange(300)))
+    return Numbered(nb.dequantize)
 
 
 def test_device_batches_dequantize_like_the_per_image_dataset(nb, numbered):
@@ -99,14 +109,3 @@ def test_shuffled_epochs_see_every_image_once_in_a_new_order(nb, numbered):
     epochs = [torch.cat([y for _, y in batches]) for _ in range(2)]
     assert len(batches) == 4 and all(len(e) == 256 and len(set(e.tolist())) == 256 for e in epochs)
     assert not torch.equal(epochs[0], epochs[1])
-
-
-def test_each_ddp_process_gets_its_own_share(nb, numbered, monkeypatch):
-    shares = []
-    for rank in (0, 1):
-        monkeypatch.setattr(nb.DeviceBatches, "shard", staticmethod(lambda rank=rank: (rank, 2)))
-        batches = nb.DeviceBatches(numbered, batch_size=50, shuffle=True)
-        torch.manual_seed(7)  # every process starts from the same seed, so they agree on the permutation
-        shares.append(set(torch.cat([y for _, y in batches]).tolist()))
-        assert len(batches) == 3
-    assert len(shares[0]) == len(shares[1]) == 150 and not shares[0] & shares[1]
