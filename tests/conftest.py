@@ -1,5 +1,8 @@
 import dataclasses
 import hashlib
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +52,27 @@ def tiny(nb, **changes):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def environment(**variables) -> dict:
+    """This process's environment without the PATH_* folders of the test run, with `variables`."""
+    kept = {key: value for key, value in os.environ.items() if not key.startswith("PATH_")}
+    return {**kept, **variables}
+
+
+def git(folder, *args) -> str:
+    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory, mnist_root):
+    """The repository's files (committed or not, but not ignored) in a fresh git repository of their own."""
+    folder = tmp_path_factory.mktemp("clone")
+    for name in git(REPO, "ls-files", "--cached", "--others", "--exclude-standard").splitlines():
+        if (REPO / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, folder / name)
+    git(folder, "init", "-q")
+    git(folder, "add", "-A")
+    git(folder, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "clone")
+    return folder

@@ -75,7 +75,8 @@ def test_missing_files_are_downloaded_and_verified(nb, served, tmp_path, capsys)
     local = tmp_path / "local"
     names = [f"{MODEL}{suffix}" for suffix in (".ckpt", ".json", ".metrics.json")]
     assert nb.fetch_pretrained(local, names, server.url) == []
-    assert files(local) == sorted(names)  # nothing else, no partial files
+    assert files(local) == sorted([*names, "manifest.json"])  # nothing else, no partial files
+    assert digest(local / "manifest.json") == digest(published / "manifest.json")  # what they are checked against
     for name in names:
         assert digest(local / name) == digest(published / name)
     assert f"Downloading {MODEL}.ckpt" in capsys.readouterr().out

@@ -3,7 +3,6 @@ smoke mode, as the README's main command runs them in a clone of the repository,
 (the notebook file alone, with and without a published repository to fetch its model from)."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import papermill
 import pytest
-from conftest import REPO, digest
+from conftest import REPO, digest, environment, git
 from test_download import Server
 
 from vae_mnist import execute
@@ -44,12 +43,6 @@ def printed(cells):
 
 def code_lines(cell) -> int:
     return sum(1 for line in "".join(cell["source"]).splitlines() if line.strip())
-
-
-def environment(**variables):
-    """This process's environment without the PATH_* folders of the test run, with `variables`."""
-    kept = {key: value for key, value in os.environ.items() if not key.startswith("PATH_")}
-    return {**kept, **variables}
 
 
 # --- The committed notebooks, as a reader sees them (fast) ------------------------------------------------------------
@@ -176,24 +169,6 @@ def test_running_all_cells_twice_in_one_kernel_gives_the_same_results(smoke_env)
 
 # --- The README's main command (execute.py), in a clone of the repository --------------------------------------------
 
-def git(folder, *args) -> str:
-    return subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory, mnist_root):
-    """The repository's files (committed or not, but not ignored) in a fresh git repository of their own."""
-    folder = tmp_path_factory.mktemp("clone")
-    for name in git(REPO, "ls-files", "--cached", "--others", "--exclude-standard").splitlines():
-        if (REPO / name).is_file():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, folder / name)
-    git(folder, "init", "-q")
-    git(folder, "add", "-A")
-    git(folder, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "clone")
-    return folder
-
-
 def run_execute(folder, mnist_root, *parameters, **env):
     arguments = [arg for name, value in parameters for arg in ("-p", name, str(value))]
     return subprocess.run([sys.executable, "execute.py", *arguments], cwd=folder, capture_output=True, text=True,
@@ -205,10 +180,10 @@ def test_a_failed_run_leaves_the_notebook_byte_identical(nb, clone, mnist_root, 
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(clone / "checkpoints", checkpoints)
     default = checkpoints / f"{nb.VAEConfig().run_name()}.ckpt"
-    default.write_bytes(b"a truncated download")  # the run stops with "Could not read the checkpoint"
+    default.write_bytes(b"a truncated download")  # the run stops with "... is not the shipped file"
     before = digest(clone / "vae_mnist.ipynb")
     run = run_execute(clone, mnist_root, PATH_CHECKPOINTS=str(checkpoints))
-    assert run.returncode != 0 and "Could not read the checkpoint" in run.stderr + run.stdout
+    assert run.returncode != 0 and "is not the shipped file" in run.stderr + run.stdout
     assert digest(clone / "vae_mnist.ipynb") == before
     assert git(clone, "status", "--porcelain") == ""  # no temporary file left behind either
 

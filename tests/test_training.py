@@ -134,10 +134,10 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(nb, lo
     interrupted = tmp_path / "interrupted"
     fit = nb.fit
 
-    def fit_interrupted(config, loaders, run_dir, path, **kwargs):
+    def fit_interrupted(config, loaders, run_dir, **kwargs):
         with monkeypatch.context() as patch:  # this fit only: the resumed one must run to the end
             add_trainer_callback(patch, InterruptAtEpoch(2))
-            return fit(config, loaders, run_dir, path, **kwargs)
+            return fit(config, loaders, run_dir, **kwargs)
 
     monkeypatch.setattr(nb, "fit", fit_interrupted)
     with pytest.raises(KeyboardInterrupt, match="after epoch 2"):

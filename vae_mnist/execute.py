@@ -93,7 +93,9 @@ def execute(notebook: Path, parameters: dict) -> Path:
     known = settings_cell(notebook)
     try:
         papermill.execute_notebook(str(notebook), str(running), cwd=str(REPO), kernel_name="python3",
-                                   parameters={name: value for name, value in parameters.items() if name in known})
+                                   parameters={name: value for name, value in parameters.items() if name in known},
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # the kernel's own log is
+        # noise here: its warning about TCP on this machine, its traceback when an interrupt stops it
         nbformat.write(repeatable(nbformat.read(running, as_version=4)), running)
         os.replace(running, target)  # only a complete, successful run replaces anything
     except papermill.PapermillExecutionError as error:
@@ -114,5 +116,20 @@ def main(arguments: list = sys.argv[1:]):
         for notebook in NOTEBOOKS:
             print(f"Executed notebook written to {execute(notebook, parameters)}")
     except KeyboardInterrupt:
-        sys.exit("Interrupted; the notebook being run was left as it was. A training keeps its last completed epoch: "
-                 "run the same command again to continue it.")
+        sys.exit(f"Interrupted; the notebooks were left as they were. {saved_training(parameters)}")
+
+
+def saved_training(parameters: dict) -> str:
+    """What an interrupted run leaves to continue from: the last completed epoch of a training, if one was running."""
+    from vae_mnist.notebook import VAEConfig
+
+    config = VAEConfig.from_parameters({**settings_cell(), **parameters})
+    checkpoints = Path(os.environ.get("PATH_CHECKPOINTS", REPO / "checkpoints"))
+    last = checkpoints / f".{config.run_name()}.partial" / "last.ckpt"
+    if not last.exists():
+        return "No training epoch was saved."
+    import torch
+
+    epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1  # written by the notebook's fit()
+    command = " ".join(["python execute.py", *(f"-p {name} {value}" for name, value in parameters.items())])
+    return f"The training of {config.run_name()} keeps its epoch {epoch}; `{command}` continues it."

@@ -14,7 +14,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
 from vae_mnist.mixture import mixture_log_density, mixture_sample
-from vae_mnist.notebook import VAE, DequantizedMNIST, DeviceBatches, best_device, dequantize
+from vae_mnist.notebook import VAE, DequantizedMNIST, DeviceBatches, best_device, dequantize, verify_shipped
 
 
 def make_classifier() -> nn.Sequential:
@@ -55,7 +55,7 @@ def load_classifier(path: Path, root: Path) -> nn.Sequential:
     on the best device, where it stays: `classify` sends the images to it."""
     classifier = make_classifier()
     if Path(path).exists():
-        classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        classifier.load_state_dict(torch.load(verify_shipped(path), map_location="cpu", weights_only=True))
         return classifier.to(best_device()).eval()
     print(f"No classifier at {path}: training one.")
     classifier = train_classifier(DequantizedMNIST(root, train=True))  # trained on the best device

@@ -13,6 +13,16 @@ from tqdm.auto import tqdm
 from vae_mnist.notebook import VAE, DequantizedMNIST, dequantize, nats_to_bpd
 
 
+def check_settings(k, seconds) -> None:
+    """beyond.ipynb's IWAE_SAMPLES and IWAE_SECONDS, refused by name before anything is computed."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"IWAE_SAMPLES must be a whole number ≥ 1 (importance samples per image), got {k!r}.")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 < seconds < np.inf):
+        raise ValueError(f"IWAE_SECONDS must be a positive number of seconds, or None for all 10,000 test images, "
+                         f"got {seconds!r}.")
+
+
 def chunk_sizes(total: int, step: int) -> list:
     return [min(step, total - start) for start in range(0, total, step)]
 

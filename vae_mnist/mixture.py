@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from vae_mnist.latent import encode_all
-from vae_mnist.notebook import VAE, DeviceBatches
+from vae_mnist.notebook import VAE, DeviceBatches, verify_shipped
 
 
 def fit_mixture(train_means: torch.Tensor, heldout_means: torch.Tensor, seed: int,
@@ -38,7 +38,7 @@ def mixture_sample(mixture: dict, n: int, seed: int) -> torch.Tensor:
 
 
 def load_mixture(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as saved:  # plain arrays, no code
+    with np.load(verify_shipped(path), allow_pickle=False) as saved:  # plain arrays, no code
         return dict(saved)
 
 

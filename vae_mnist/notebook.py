@@ -25,6 +25,7 @@ VAEConfig, VAE, ElboTerms = graded.VAEConfig, graded.VAE, graded.ElboTerms
 Encoder, Decoder = graded.Encoder, graded.Decoder
 check_images, nats_to_bpd, dequantize = graded.check_images, graded.nats_to_bpd, graded.dequantize
 dataset_root, best_device, fetch_pretrained = graded.dataset_root, graded.best_device, graded.fetch_pretrained
+verify_shipped, training_lock = graded.verify_shipped, graded.training_lock
 DequantizedMNIST, DeviceBatches, make_loaders = graded.DequantizedMNIST, graded.DeviceBatches, graded.make_loaders
 train_model, load_checkpoint, evaluate = graded.train_model, graded.load_checkpoint, graded.evaluate
 image_grid, show_grid = graded.image_grid, graded.show_grid

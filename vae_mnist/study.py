@@ -40,6 +40,7 @@ from vae_mnist.notebook import (
     make_loaders,
     nats_to_bpd,
     train_model,
+    verify_shipped,
 )
 
 
@@ -125,7 +126,7 @@ def read_study(base: VAEConfig, checkpoint_dir: Path) -> list:
     for config in study_configs(base):
         metrics, record = config.run_file(checkpoint_dir, ".metrics.json"), config.run_file(checkpoint_dir, ".json")
         if metrics.exists() and record.exists():
-            found.append((config, json.loads(metrics.read_text()), json.loads(record.read_text())))
+            found.append((config, *(json.loads(verify_shipped(path).read_text()) for path in (metrics, record))))
     return found
 
 

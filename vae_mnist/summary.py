@@ -19,7 +19,8 @@ IWAE_SECONDS = 20  # for a model not measured yet: a bound over as many test ima
 def measurements(model: VAE, config: VAEConfig, loaders: dict, checkpoint_dir: Path, run_dir: Path) -> dict:
     """The IWAE bound, the sample quality and the endpoint fidelity of `model`, shipped or cached or computed."""
     test_set, seed = loaders["test"].dataset, config.seed
-    where = {"shipped": config.run_file(checkpoint_dir, ".metrics.json"), "private": Path(run_dir) / "metrics.json"}
+    where = {"shipped": config.run_file(checkpoint_dir, ".metrics.json"), "private": Path(run_dir) / "metrics.json",
+             "checkpoint": config.run_file(checkpoint_dir, ".ckpt")}
     classifier = None
 
     def judged(measure):
