@@ -5,6 +5,7 @@ Shipped measurements are read as they are; for any other model they are computed
 
 from pathlib import Path
 
+from vae_mnist import explorer
 from vae_mnist.cache import cached_metrics
 from vae_mnist.figures import plot_frontier
 from vae_mnist.judge import endpoint_fidelity, load_classifier, sample_quality
@@ -65,3 +66,10 @@ def plot_study_frontier(model: VAE, config: VAEConfig, loaders: dict, checkpoint
         real = measurements(model, config, loaders, checkpoint_dir, run_dir)["quality"]["real"]
         return plot_frontier(study, real, path)
     print(f"No study in {checkpoint_dir}: python -m vae_mnist.study measures it.")
+
+
+def explore(model: VAE, config: VAEConfig, loaders: dict, checkpoint_dir: Path):
+    """beyond.ipynb's latent explorer for `model`: sliders over z where ipywidgets is installed, else its picture."""
+    classifier = load_classifier(Path(checkpoint_dir) / "mnist_classifier.pt", dataset_root())
+    return explorer.explore(explorer.explorer_for(model, classifier, loaders, config.seed), loaders["test"].dataset,
+                            config.seed)
