@@ -102,7 +102,7 @@ class Explorer:
     def __init__(self, model: VAE, classifier: torch.nn.Sequential, axes: Axes, codes: torch.Tensor,
                  labels: torch.Tensor):
         self.model, self.classifier, self.axes = model, classifier, axes
-        self.figure, (self.ax_image, self.ax_map) = plt.subplots(1, 2, figsize=(10, 4.6),
+        self.figure, (self.ax_image, self.ax_map) = plt.subplots(1, 2, figsize=(9, 4.2),
                                                                 gridspec_kw={"width_ratios": [1, 1.25]})
         self.picture = self.ax_image.imshow(np.zeros((28, 28)), cmap="gray", vmin=0, vmax=1)
         self.ax_image.set_xticks([])
@@ -157,19 +157,20 @@ def widgets_available() -> bool:
     return importlib.util.find_spec("ipywidgets") is not None
 
 
-def explore(explorer: Explorer, test_set: DequantizedMNIST, seed: int, start=None):
+def explore(explorer: Explorer, test_set: DequantizedMNIST, seed: int, start=None) -> None:
     """Show the explorer: a picture of the view at `start` (slider coordinates; the origin by default), then, where
     ipywidgets is installed, the sliders and buttons that redraw that picture in place."""
     start = torch.zeros(len(explorer.axes.directions)) if start is None else torch.as_tensor(start)
     picture = display(Image(explorer.png(start)), display_id=True)
-    if not widgets_available():
+    if widgets_available():
+        display(controls(explorer, test_set, seed, start, picture))
+    else:
         print("A picture of the explorer at its start: its sliders need ipywidgets (pip install ipywidgets; Colab "
               "and JupyterLab users with it installed see them here).")
-        return None
-    return controls(explorer, test_set, seed, start, picture)
 
 
 def controls(explorer: Explorer, test_set: DequantizedMNIST, seed: int, start: torch.Tensor, picture):
+    """The sliders, the "start from a test image" controls and the "random z" button, each redrawing `picture`."""
     import ipywidgets as widgets
 
     sliders = [widgets.FloatSlider(value=float(value), min=float(low), max=float(high), step=0.01,
@@ -197,6 +198,4 @@ def controls(explorer: Explorer, test_set: DequantizedMNIST, seed: int, start: t
     from_digit.on_click(lambda _: move_to(posterior_mean(explorer.model, test_set,
                                                          first_of_digit(test_set, digit.value), seed)))
     draw_random.on_click(lambda _: move_to(torch.randn(len(explorer.axes.origin), generator=generator)))
-    box = widgets.VBox([*sliders, widgets.HBox([index, from_image]), widgets.HBox([digit, from_digit]), draw_random])
-    display(box)
-    return box
+    return widgets.VBox([*sliders, widgets.HBox([index, from_image]), widgets.HBox([digit, from_digit]), draw_random])

@@ -68,8 +68,8 @@ def plot_study_frontier(model: VAE, config: VAEConfig, loaders: dict, checkpoint
     print(f"No study in {checkpoint_dir}: python -m vae_mnist.study measures it.")
 
 
-def explore(model: VAE, config: VAEConfig, loaders: dict, checkpoint_dir: Path):
+def explore(model: VAE, config: VAEConfig, loaders: dict, checkpoint_dir: Path) -> None:
     """beyond.ipynb's latent explorer for `model`: sliders over z where ipywidgets is installed, else its picture."""
     classifier = load_classifier(Path(checkpoint_dir) / "mnist_classifier.pt", dataset_root())
-    return explorer.explore(explorer.explorer_for(model, classifier, loaders, config.seed), loaders["test"].dataset,
-                            config.seed)
+    explorer.explore(explorer.explorer_for(model, classifier, loaders, config.seed), loaders["test"].dataset,
+                     config.seed)
