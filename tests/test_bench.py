@@ -75,11 +75,25 @@ def test_the_machine_is_named_with_what_its_figures_depend_on():
     assert "CPU" in name and f"{torch.get_num_threads()} torch threads" in name and torch.__version__ in name
 
 
-def test_training_steps_train_the_graded_model_on_the_given_device(mnist_loaders):
-    cpu = torch.device("cpu")
-    run = speed.training_steps(mnist_loaders["train"], cpu)
-    run(2 * 16)  # two steps of the notebook's batches, on the device given
-    assert speed.epoch_seconds(mnist_loaders, cpu, batches=2) > 0
+def test_training_steps_train_the_graded_model_on_the_given_device(mnist_loaders, monkeypatch):
+    made, graded_model = [], speed.graded_model
+    monkeypatch.setattr(speed, "graded_model", lambda device, fmt: made.append(graded_model(device, fmt)) or made[-1])
+    run = speed.training_steps(mnist_loaders["train"], torch.device("cpu"))
+    (model,) = made
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    run(2 * mnist_loaders["train"].batch_size)  # two steps of the notebook's batches
+    assert any(not torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_an_epoch_is_its_timed_batches_scaled_to_the_whole_epoch(mnist_loaders, monkeypatch):
+    ran = []
+    monkeypatch.setattr(speed, "training_steps", lambda loader, device: ran.append)
+    clock = itertools.chain([10.0, 13.0], itertools.repeat(13.0))
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
+    seconds = speed.epoch_seconds(mnist_loaders, torch.device("cpu"), batches=2)
+    assert ran == [2 * mnist_loaders["train"].batch_size]  # the images of two batches were trained on
+    assert seconds == pytest.approx(3.0 * len(mnist_loaders["train"]) / 2)
 
 
 def test_the_tutorial_rows_train_an_nchw_model_and_the_notebooks_a_channels_last_one():
