@@ -40,8 +40,10 @@ def test_a_shipped_checkpoint_with_one_changed_byte_is_refused_by_name(nb, shipp
     path = config.run_file(shipped, ".ckpt")
     flip_a_byte(path)
     changed = digest(path)
-    with pytest.raises(RuntimeError, match=r"is not the shipped file.*git checkout.*delete it to download it again"):
+    with pytest.raises(RuntimeError, match=r"is not the shipped file.*git checkout.*delete it to download it again") \
+            as refused:
         nb.train_model(config, loaders, shipped)
+    assert "Could not read" not in str(refused.value)  # one instruction, not two
     assert digest(path) == changed  # left as it is, for the user to restore
 
 
@@ -52,6 +54,14 @@ def test_every_shipped_file_is_checked_when_it_loads(nb, shipped, suffix):
     flip_a_byte(path, offset=10)
     with pytest.raises(RuntimeError, match=f"{path.name} is not the shipped file"):
         nb.verify_shipped(path)
+
+
+def test_the_shipped_classifier_is_checked_when_it_loads(shipped, mnist_root):
+    from vae_mnist.judge import load_classifier
+
+    flip_a_byte(shipped / "mnist_classifier.pt")
+    with pytest.raises(RuntimeError, match="mnist_classifier.pt is not the shipped file"):
+        load_classifier(shipped / "mnist_classifier.pt", mnist_root)
 
 
 def test_a_file_the_manifest_does_not_list_loads_as_it_is(nb, shipped, tmp_path):
