@@ -225,7 +225,7 @@ def test_bits_per_dim_conversion(nb):
     (np.zeros((5, 1, 28, 28), dtype=np.float32), "got ndarray"),
 ])
 def test_every_entry_that_takes_images_rejects_what_is_not_a_batch_of_dequantized_images(model, bad, message):
-    for entry in (model.calc_elbo, model.posterior):
+    for entry in (model.calc_elbo, model.posterior, model.encode):
         with pytest.raises(ValueError, match=message) as error:
             entry(bad)
         assert len(str(error.value)) < 200  # short, and it says what to pass

@@ -272,9 +272,26 @@ def children(pid: int) -> list:
 
 
 def start_execute(folder, mnist_root, *arguments):
+    """`python execute.py` as a terminal starts it: with Ctrl+C working even where this test run ignores SIGINT (a
+    background job of a non-interactive shell does, and its children inherit that)."""
     return subprocess.Popen([sys.executable, "execute.py", *arguments], cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=environment(PATH_DATASETS=str(mnist_root.resolve())))
+                            stderr=subprocess.PIPE, text=True, env=environment(PATH_DATASETS=str(mnist_root.resolve())),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@contextlib.contextmanager
+def new_setting_in(clone, config):
+    """The clone as it was afterwards, whatever the test did: no process left, no model of `config` kept."""
+    started = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+        for name in config.run_files()[:2]:
+            (clone / "checkpoints" / name).unlink(missing_ok=True)
+        shutil.rmtree(clone / "checkpoints" / f".{config.run_name()}.partial", ignore_errors=True)
 
 
 def wait_for(path, process, seconds=300):
@@ -289,23 +306,22 @@ NEW_SETTING = ("-p", "SIGMA", "0.2", "-p", "MAX_EPOCHS", "3", "-p", "LIMIT_BATCH
 
 @pytest.mark.slow
 def test_ctrl_c_on_execute_says_which_epoch_was_saved_and_how_to_continue(nb, clone, mnist_root):
-    run = start_execute(clone, mnist_root, *NEW_SETTING)
     config = nb.VAEConfig(sigma=0.2, max_epochs=3, limit_batches=0.5)
-    wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "last.ckpt", run)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
-    said = [line for line in err.splitlines() if line.strip() and "Executing:" not in line]  # not the progress bar
-    assert run.returncode != 0 and len(said) <= 2, err[-3000:]
-    assert "keeps its epoch 1" in said[-1] and "`python execute.py -p SIGMA 0.2 -p MAX_EPOCHS 3" in said[-1]
-    assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""  # the rest waits in ignored folders
-    again = start_execute(clone, mnist_root, *NEW_SETTING)
-    _, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err[-3000:]
-    executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
-    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
-    assert "Continuing the interrupted training" in text and "Epoch 2/3" in text and "Epoch 1/3" not in text
-    for path in config.run_files()[:2]:
-        (clone / "checkpoints" / path).unlink()  # this clone is shared by other tests
+    with new_setting_in(clone, config) as started:
+        started.append(run := start_execute(clone, mnist_root, *NEW_SETTING))
+        wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "last.ckpt", run)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+        said = [line for line in err.splitlines() if line.strip() and "Executing:" not in line]  # not the bar
+        assert run.returncode != 0 and len(said) <= 2, err[-3000:]
+        assert "keeps its epoch 1" in said[-1] and "`python execute.py -p SIGMA 0.2 -p MAX_EPOCHS 3" in said[-1]
+        assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""  # the rest waits, ignored
+        started.append(again := start_execute(clone, mnist_root, *NEW_SETTING))
+        _, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err[-3000:]
+        executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
+        text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+        assert "Continuing the interrupted training" in text and "Epoch 2/3" in text and "Epoch 1/3" not in text
 
 
 @pytest.mark.slow
@@ -339,16 +355,15 @@ def test_a_damaged_default_checkpoint_stops_the_main_command_naming_it(nb, clone
 @pytest.mark.slow
 def test_two_runs_of_one_new_setting_never_corrupt_each_other(nb, clone, mnist_root):
     config = nb.VAEConfig(sigma=0.2, max_epochs=3, limit_batches=0.5)
-    first = start_execute(clone, mnist_root, *NEW_SETTING)
-    wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "lock", first)
-    second = start_execute(clone, mnist_root, *NEW_SETTING)
-    _, err = second.communicate(timeout=300)
-    assert second.returncode != 0 and "is training these settings already" in err
-    assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
-    third = start_execute(clone, mnist_root, *NEW_SETTING)
-    assert third.wait(timeout=600) == 0
-    executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
-    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
-    assert "training one" not in text and "Model trained with these settings" in text  # the first one's model
-    for path in config.run_files()[:2]:
-        (clone / "checkpoints" / path).unlink()
+    with new_setting_in(clone, config) as started:
+        started.append(first := start_execute(clone, mnist_root, *NEW_SETTING))
+        wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "lock", first)
+        started.append(second := start_execute(clone, mnist_root, *NEW_SETTING))
+        _, err = second.communicate(timeout=300)
+        assert second.returncode != 0 and "is training these settings already" in err
+        assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
+        started.append(third := start_execute(clone, mnist_root, *NEW_SETTING))
+        assert third.wait(timeout=600) == 0
+        executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
+        text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+        assert "training one" not in text and "Model trained with these settings" in text  # the first one's model
