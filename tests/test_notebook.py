@@ -211,10 +211,12 @@ def test_a_tweak_writes_only_into_its_own_ignored_folder(clone, mnist_root):
 
 # --- Colab: the graded notebook file alone ----------------------------------------------------------------------------
 
-def run_alone(folder, **variables):
+def run_alone(folder, parameters: dict, **variables):
+    """The graded notebook copied alone into `folder` and executed there, as Colab runs it."""
+    folder.mkdir(exist_ok=True)
     shutil.copy(REPO / "vae_mnist.ipynb", folder)
     subprocess.run([sys.executable, "-m", "papermill", "vae_mnist.ipynb", "executed.ipynb", "--log-level", "ERROR",
-                    *[arg for name, value in SMOKE.items() for arg in ("-p", name, str(value))]],
+                    *[arg for name, value in parameters.items() for arg in ("-p", name, str(value))]],
                    cwd=folder, env=environment(**variables), check=True, capture_output=True)
     return json.loads((folder / "executed.ipynb").read_text())["cells"]
 
@@ -224,15 +226,10 @@ def test_the_notebook_alone_downloads_its_model_and_trains_nothing(tmp_path, mni
     published = tmp_path / "published"
     shutil.copytree(REPO / "checkpoints", published)
     server = Server(published)
-    (tmp_path / "colab").mkdir()
     try:  # the graded settings, not the smoke ones: the shipped model is what a student opening it alone gets
-        shutil.copy(REPO / "vae_mnist.ipynb", tmp_path / "colab")
-        subprocess.run([sys.executable, "-m", "papermill", "vae_mnist.ipynb", "executed.ipynb", "--log-level",
-                        "ERROR"], cwd=tmp_path / "colab", check=True, capture_output=True,
-                       env=environment(PATH_DATASETS=str(mnist_root), PRETRAINED_URL=server.url))
+        cells = run_alone(tmp_path / "colab", {}, PATH_DATASETS=str(mnist_root), PRETRAINED_URL=server.url)
     finally:
         server.stop()
-    cells = json.loads((tmp_path / "colab" / "executed.ipynb").read_text())["cells"]
     text = printed(cells)
     assert "Downloading vae_sigma0.1_z3_" in text and "training one" not in text and "Could not download" not in text
     assert results_table(cells) == results_table(GRADED)  # the same test ELBO
@@ -241,7 +238,7 @@ def test_the_notebook_alone_downloads_its_model_and_trains_nothing(tmp_path, mni
 
 @pytest.mark.slow
 def test_the_notebook_alone_with_the_placeholder_says_so_then_how_long_training_takes(tmp_path, mnist_root):
-    cells = run_alone(tmp_path, PATH_DATASETS=str(mnist_root))
+    cells = run_alone(tmp_path, SMOKE, PATH_DATASETS=str(mnist_root))
     text = printed(cells)
     placeholder = text.index('PUBLISHED_REPOSITORY is still the placeholder "OWNER/REPO"')
     estimate = re.search(r"training one for 1 epochs, about \d+ minutes here\. To make it shorter", text)

@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 from conftest import QUIET, REPO, digest, environment, git, tiny
+from test_notebook import printed
 
 from vae_mnist import likelihood
 
@@ -84,6 +85,16 @@ def test_a_second_training_of_one_setting_is_refused_while_the_first_lives(nb, t
             pass
         (run_dir / "lock").write_text(str(os.getpid()))
     assert not (run_dir / "lock").exists()  # released
+
+
+def test_a_lock_whose_owner_has_not_written_its_number_yet_is_held(nb, tmp_path):
+    run_dir = tmp_path / ".run.partial"
+    run_dir.mkdir()
+    (run_dir / "lock").write_text("")  # made by os.open a moment ago; the number follows
+    with pytest.raises(RuntimeError, match="Another process is training these settings already"), \
+            nb.training_lock(run_dir):
+        pass
+    assert (run_dir / "lock").read_text() == ""  # left to its owner
 
 
 def test_the_lock_of_a_killed_training_is_taken_over_with_a_line(nb, tmp_path, capsys):
@@ -280,18 +291,29 @@ def start_execute(folder, mnist_root, *arguments):
 
 
 @contextlib.contextmanager
-def new_setting_in(clone, config):
-    """The clone as it was afterwards, whatever the test did: no process left, no model of `config` kept."""
+def new_setting_in(clone, mnist_root, config):
+    """A function that starts `python execute.py` with NEW_SETTING in the clone; afterwards, whatever the test did, the
+    clone is as it was: no process left, no model of `config` kept."""
     started = []
+
+    def start():
+        started.append(start_execute(clone, mnist_root, *NEW_SETTING))
+        return started[-1]
+
     try:
-        yield started
+        yield start
     finally:
         for process in started:
             process.kill()
             process.wait()
         for name in config.run_files()[:2]:
             (clone / "checkpoints" / name).unlink(missing_ok=True)
-        shutil.rmtree(clone / "checkpoints" / f".{config.run_name()}.partial", ignore_errors=True)
+        shutil.rmtree(run_folder(clone, config), ignore_errors=True)
+
+
+def run_folder(clone, config):
+    """Where a training of `config` keeps its last epoch and its lock until it ends."""
+    return clone / "checkpoints" / f".{config.run_name()}.partial"
 
 
 def wait_for(path, process, seconds=300):
@@ -304,23 +326,32 @@ def wait_for(path, process, seconds=300):
 NEW_SETTING = ("-p", "SIGMA", "0.2", "-p", "MAX_EPOCHS", "3", "-p", "LIMIT_BATCHES", "0.5")
 
 
+def new_config(nb):
+    """The config NEW_SETTING names."""
+    return nb.VAEConfig(sigma=0.2, max_epochs=3, limit_batches=0.5)
+
+
+def printed_by_run(clone, config) -> str:
+    """What the graded notebook of `config`'s run printed, as execute.py left it in the run's folder."""
+    return printed(json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())["cells"])
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_execute_says_which_epoch_was_saved_and_how_to_continue(nb, clone, mnist_root):
-    config = nb.VAEConfig(sigma=0.2, max_epochs=3, limit_batches=0.5)
-    with new_setting_in(clone, config) as started:
-        started.append(run := start_execute(clone, mnist_root, *NEW_SETTING))
-        wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "last.ckpt", run)
+    config = new_config(nb)
+    with new_setting_in(clone, mnist_root, config) as start:
+        run = start()
+        wait_for(run_folder(clone, config) / "last.ckpt", run)
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=120)
         said = [line for line in err.splitlines() if line.strip() and "Executing:" not in line]  # not the bar
         assert run.returncode != 0 and len(said) <= 2, err[-3000:]
         assert "keeps its epoch 1" in said[-1] and "`python execute.py -p SIGMA 0.2 -p MAX_EPOCHS 3" in said[-1]
         assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""  # the rest waits, ignored
-        started.append(again := start_execute(clone, mnist_root, *NEW_SETTING))
+        again = start()
         _, err = again.communicate(timeout=600)
         assert again.returncode == 0, err[-3000:]
-        executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
-        text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+        text = printed_by_run(clone, config)
         assert "Continuing the interrupted training" in text and "Epoch 2/3" in text and "Epoch 1/3" not in text
 
 
@@ -354,16 +385,15 @@ def test_a_damaged_default_checkpoint_stops_the_main_command_naming_it(nb, clone
 
 @pytest.mark.slow
 def test_two_runs_of_one_new_setting_never_corrupt_each_other(nb, clone, mnist_root):
-    config = nb.VAEConfig(sigma=0.2, max_epochs=3, limit_batches=0.5)
-    with new_setting_in(clone, config) as started:
-        started.append(first := start_execute(clone, mnist_root, *NEW_SETTING))
-        wait_for(clone / "checkpoints" / f".{config.run_name()}.partial" / "lock", first)
-        started.append(second := start_execute(clone, mnist_root, *NEW_SETTING))
+    config = new_config(nb)
+    with new_setting_in(clone, mnist_root, config) as start:
+        first = start()
+        wait_for(run_folder(clone, config) / "lock", first)
+        second = start()
         _, err = second.communicate(timeout=300)
         assert second.returncode != 0 and "is training these settings already" in err
         assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
-        started.append(third := start_execute(clone, mnist_root, *NEW_SETTING))
+        third = start()
         assert third.wait(timeout=600) == 0
-        executed = json.loads((clone / "runs" / config.run_name() / "vae_mnist.ipynb").read_text())
-        text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+        text = printed_by_run(clone, config)
         assert "training one" not in text and "Model trained with these settings" in text  # the first one's model

@@ -76,11 +76,16 @@ def refresh_badges(repository: str) -> None:
             path.write_text(with_repository(text, repository))
 
 
-def output_path(notebook: Path, parameters: dict) -> Path:
-    """The notebook itself for the default settings, else the run's own folder (where its figures go too)."""
+def config_of(parameters: dict):
+    """The VAEConfig the notebooks run with these parameters."""
     from vae_mnist.notebook import VAEConfig
 
-    config = VAEConfig.from_parameters({**settings_cell(), **parameters})
+    return VAEConfig.from_parameters({**settings_cell(), **parameters})
+
+
+def output_path(notebook: Path, parameters: dict) -> Path:
+    """The notebook itself for the default settings, else the run's own folder (where its figures go too)."""
+    config = config_of(parameters)
     if config.is_graded():
         return notebook
     return Path(os.environ.get("PATH_RUNS", REPO / "runs")) / config.run_name() / notebook.name
@@ -121,9 +126,7 @@ def main(arguments: list = sys.argv[1:]):
 
 def saved_training(parameters: dict) -> str:
     """What an interrupted run leaves to continue from: the last completed epoch of a training, if one was running."""
-    from vae_mnist.notebook import VAEConfig
-
-    config = VAEConfig.from_parameters({**settings_cell(), **parameters})
+    config = config_of(parameters)
     checkpoints = Path(os.environ.get("PATH_CHECKPOINTS", REPO / "checkpoints"))
     last = checkpoints / f".{config.run_name()}.partial" / "last.ckpt"
     if not last.exists():

@@ -147,10 +147,10 @@ def explorer_for(model: VAE, classifier: torch.nn.Sequential, loaders: dict, see
     """The explorer of a trained model: its map from the test codes, and its sliders from them too when they span the
     latent space, else along the principal directions of the training codes."""
     codes, _, labels = encode_all(model, loaders["test"], seed)
-    if codes.shape[1] > MAX_SLIDERS:
-        codes_for_axes = encode_all(model, DeviceBatches(loaders["train"].dataset, 1000), seed)[0]  # each image once
-    return Explorer(model, classifier, slider_axes(codes if codes.shape[1] <= MAX_SLIDERS else codes_for_axes),
-                    codes, labels)
+    if codes.shape[1] <= MAX_SLIDERS:
+        return Explorer(model, classifier, slider_axes(codes), codes, labels)
+    training = encode_all(model, DeviceBatches(loaders["train"].dataset, 1000), seed)[0]  # each image once
+    return Explorer(model, classifier, slider_axes(training), codes, labels)
 
 
 def widgets_available() -> bool:
